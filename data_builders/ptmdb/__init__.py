@@ -1,0 +1,1 @@
+"""ptmDB (multi-organism PTM sites) TFDS builder."""

@@ -1,0 +1,1 @@
+"""YAAM (Yeast Amino Acid Modifications) TFDS builder."""

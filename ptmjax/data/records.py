@@ -1,0 +1,162 @@
+"""Plain records and bookkeeping shared by every raw-format parser.
+
+Parsers return `ProteinRecord`s and fill a `Tally`: every skipped or normalised
+input is counted under a named key, so a build can report exactly what it left
+out. Malformed input raises `InputError`, whose message names file and line.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import logging
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from ptmjax.data import ptm_types
+
+log = logging.getLogger(__name__)
+
+STANDARD_AMINO_ACIDS = 'ACDEFGHIKLMNPQRSTVWY'
+# Selenocysteine, pyrrolysine and the ambiguity codes are valid one-letter
+# codes: kept in the sequence, the tokenizers decide how to encode them.
+EXTRA_AMINO_ACIDS = 'UOBZX'
+ALPHABET = frozenset(STANDARD_AMINO_ACIDS + EXTRA_AMINO_ACIDS)
+
+
+class InputError(ValueError):
+  """A raw input file is malformed; the message names file and line."""
+
+  def __init__(self, path: str | os.PathLike, line: int | None, problem: str):
+    self.path, self.line, self.problem = str(path), line, problem
+    where = f'{path}:{line}' if line is not None else str(path)
+    super().__init__(f'{where}: {problem}')
+
+
+class Tally(collections.Counter):
+  """Named counts of what a parser read, normalised and skipped."""
+
+  def log(self, title: str) -> None:
+    log.info('%s: %s', title, ', '.join(f'{k}={v:,}' for k, v in sorted(self.items())))
+
+
+@dataclasses.dataclass
+class ProteinRecord:
+  """One protein with per-residue labels in the canonical channel order.
+
+  `labels[i, t]` is 1 (modified), 0 (not modified) or -1 (type t was not
+  annotated by the source at residue i). `site_residues` maps 0-based site
+  positions to the residue letter the source claims there; it is what decides
+  a sequence conflict between sources.
+  """
+
+  id: str
+  sequence: str
+  labels: np.ndarray
+  organism: str = ''
+  taxon_id: int = -1
+  source: str = ''
+  site_residues: dict[int, str] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    expected = (len(self.sequence), ptm_types.NUM_TYPES)
+    if self.labels.shape != expected or self.labels.dtype != np.int8:
+      raise ValueError(
+        f'{self.id}: labels {self.labels.dtype}{self.labels.shape} != int8{expected}'
+      )
+
+  @property
+  def num_sites(self) -> int:
+    return int((self.labels == ptm_types.POSITIVE).sum())
+
+
+def unknown_labels(length: int) -> np.ndarray:
+  return np.full((length, ptm_types.NUM_TYPES), ptm_types.UNKNOWN, np.int8)
+
+
+def open_text(path: str | os.PathLike):
+  """Opens a text file, transparently gunzipping `*.gz`."""
+  path = os.fspath(path)
+  if path.endswith('.gz'):
+    return gzip.open(path, 'rt', encoding='utf-8', newline='')
+  return open(path, encoding='utf-8', newline='')
+
+
+def normalise_sequence(raw: str, path, line: int, tally: Tally, *, allow_marks: str = '') -> str:
+  """Upper-cases a sequence and checks its letters.
+
+  Defined normalisations (each counted): lower case -> upper case; one trailing
+  '*' (stop codon, as in SGD's orf_trans_all.fasta) removed. Anything else that
+  is not a one-letter amino-acid code is an error naming file and line.
+
+  Args:
+    raw: the sequence text with whitespace already removed.
+    path, line: where the sequence starts, for error messages.
+    tally: counts normalisations.
+    allow_marks: extra characters the caller handles itself (e.g. '#').
+  """
+  if raw.endswith('*'):
+    raw = raw[:-1]
+    tally['sequences_trailing_stop_removed'] += 1
+  if raw != raw.upper():
+    tally['sequences_lowercase_normalised'] += 1
+    raw = raw.upper()
+  residues = ''.join(c for c in raw if c not in allow_marks)
+  if not residues:
+    raise InputError(path, line, 'empty sequence')
+  bad = sorted(set(raw) - ALPHABET - set(allow_marks))
+  if bad:
+    raise InputError(
+      path,
+      line,
+      f'sequence has non-amino-acid characters {bad} '
+      f'(allowed: {STANDARD_AMINO_ACIDS} and {EXTRA_AMINO_ACIDS})',
+    )
+  return raw
+
+
+@dataclasses.dataclass
+class FastaRecord:
+  header: str  # without '>'
+  sequence: str
+  line: int  # 1-based line of the header
+
+  @property
+  def id(self) -> str:
+    return self.header.split()[0] if self.header.split() else ''
+
+
+def read_fasta(path, tally: Tally | None = None, *, allow_marks: str = '') -> Iterator[FastaRecord]:
+  """Yields the records of a (possibly gzipped) FASTA file, normalised.
+
+  Raises InputError for text before the first header, an empty header, an empty
+  or non-protein sequence.
+  """
+  tally = Tally() if tally is None else tally
+  header, header_line, chunks = None, 0, []
+
+  def finish():
+    seq = normalise_sequence(''.join(chunks), path, header_line, tally, allow_marks=allow_marks)
+    tally['fasta_records'] += 1
+    return FastaRecord(header, seq, header_line)
+
+  with open_text(path) as f:
+    for line_no, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      if line.startswith('>'):
+        if header is not None:
+          yield finish()
+        header, header_line, chunks = line[1:].strip(), line_no, []
+        if not header:
+          raise InputError(path, line_no, 'FASTA header without an identifier')
+      elif header is None:
+        raise InputError(path, line_no, 'sequence text before the first FASTA header')
+      else:
+        chunks.append(''.join(line.split()))
+  if header is not None:
+    yield finish()

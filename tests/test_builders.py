@@ -1,0 +1,170 @@
+"""TFDS builders end to end: build into a temporary folder, read back without TensorFlow."""
+
+import collections
+import functools
+import gzip
+import http.server
+import shutil
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from conftest import DUMMY_PTMDB, DUMMY_YAAM
+
+import data_builders  # noqa: F401
+from ptmjax.data import dataset, homology, ptm_types
+
+
+def _rows(source):
+  return {split: [source[split][i] for i in range(len(source[split]))] for split in source}
+
+
+def _assert_cluster_disjoint(rows):
+  splits_of = collections.defaultdict(set)
+  for split in ('train', 'validation', 'test'):
+    for ex in rows[split]:
+      splits_of[ex['cluster']].add(split)
+  assert all(len(s) == 1 for s in splits_of.values())
+
+
+def test_yaam_dummy_build(tmp_path):
+  builder = dataset.build('yaam', DUMMY_YAAM, tmp_path / 'data')
+  # Readable as any TFDS dataset once the builders are registered.
+  source = tfds.builder('yaam', data_dir=str(tmp_path / 'data')).as_data_source()
+  rows = _rows(source)
+  assert sum(len(rows[s]) for s in ('train', 'validation', 'test')) == 4
+  assert [ex['id'] for ex in rows['unlabeled']] == [b'YDR001C']
+  ex = next(e for s in rows for e in rows[s] if e['id'] == b'YAL001C')
+  assert ex['labels'].dtype == np.int8 and ex['labels'].shape == (60, ptm_types.NUM_TYPES)
+  assert ex['labels'][4, ptm_types.INDEX['phosphorylation']] == 1
+  assert ex['taxon_id'] == 559292 and ex['source'] == b'yaam'
+  meta = builder.info.metadata
+  assert meta['ptm_types'] == list(ptm_types.PTM_NAMES)
+  assert meta['counts']['rows_residue_mismatch'] == 1
+  assert meta['counts']['rows_orf_missing'] == 1
+
+
+def test_yaam_downloads_proteome_when_absent(tmp_path):
+  """No proteome in the manual dir: fetched through the TFDS download manager."""
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  shutil.copy(DUMMY_YAAM / 'yaam_test.txt', manual / 'yaam_test.txt')
+  served = tmp_path / 'served'
+  served.mkdir()
+  with gzip.open(served / 'orf_trans_all.fasta.gz', 'wb') as f:
+    f.write((DUMMY_YAAM / 's288c_proteins.fasta').read_bytes())
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    url = f'http://127.0.0.1:{server.server_address[1]}/orf_trans_all.fasta.gz'
+    builder = dataset.build('yaam', manual, tmp_path / 'data', proteome_url=url)
+  finally:
+    server.shutdown()
+  assert builder.info.metadata['counts']['proteins_labeled'] == 4
+  assert builder.info.metadata['proteome_file'].startswith(str(tmp_path / 'data'))
+
+
+def test_yaam_missing_input_lists_what_it_expects(tmp_path):
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  # Empty manual dir: TFDS's own check, with our instructions naming each file.
+  with pytest.raises(AssertionError, match=r'yaam\*\.txt'):
+    dataset.build('yaam', manual, tmp_path / 'data')
+  (manual / 'notes.txt').write_text('not the export')
+  with pytest.raises(FileNotFoundError, match=r"YAAM export: no file under .* \['yaam\*\.txt'"):
+    dataset.build('yaam', manual, tmp_path / 'data')
+
+
+def test_ptmdb_dummy_configs(tmp_path):
+  builder = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', 'all')
+  rows = _rows(builder.as_data_source())
+  ids = sorted(ex['id'] for s in rows for ex in rows[s])
+  assert ids == [b'O55555', b'P11111', b'P22222', b'Q33333', b'Q44444']
+  meta = builder.info.metadata
+  assert meta['counts']['files_unrecognised'] == 1  # the README.txt, reported
+  assert meta['counts']['sequence_conflicts'] == 1
+  only = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', 'dbptm')
+  rows = _rows(only.as_data_source())
+  assert sorted(ex['id'] for s in rows for ex in rows[s]) == [b'O55555', b'P11111']
+
+
+def test_splits_are_deterministic(tmp_path):
+  a = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'a', 'annotated_fasta')
+  b = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'b', 'annotated_fasta')
+
+  def ids_per_split(builder):
+    return {
+      s: sorted(ex['id'] for ex in rows) for s, rows in _rows(builder.as_data_source()).items()
+    }
+
+  assert ids_per_split(a) == ids_per_split(b)
+
+
+@pytest.fixture(scope='module')
+def real_builds(shared_data, tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp('tfds')
+  yaam = dataset.build('yaam', shared_data, data_dir)
+  ptmdb = dataset.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
+  return (
+    _rows(yaam.as_data_source()),
+    yaam.info.metadata,
+    _rows(ptmdb.as_data_source()),
+    ptmdb.info.metadata,
+  )
+
+
+def test_real_yaam_build(real_builds):
+  rows, meta, _, _ = real_builds
+  labeled = [ex for s in ('train', 'validation', 'test') for ex in rows[s]]
+  assert len(labeled) == 4862
+  assert sum(int((ex['labels'] == 1).sum()) for ex in labeled) == 59_394
+  assert len(rows['unlabeled']) == 5983 - 4862
+  _assert_cluster_disjoint(rows)
+  n = {s: len(rows[s]) for s in ('train', 'validation', 'test')}
+  assert 0.75 < n['train'] / 4862 < 0.85 and 0.07 < n['test'] / 4862 < 0.13
+  assert all(ex['labels'].shape == (len(ex['sequence']), ptm_types.NUM_TYPES) for ex in labeled)
+  assert all((ex['labels'][:, ptm_types.INDEX['other']] == -1).all() for ex in labeled)
+  assert meta['counts']['rows_residue_mismatch'] == 151
+  assert meta['counts']['rows_orf_missing'] == 88
+  assert meta['counts']['rows_position_out_of_range'] == 3
+
+
+def test_real_ptmdb_build(real_builds):
+  _, _, rows, meta = real_builds
+  every = [ex for s in rows for ex in rows[s]]
+  assert len(every) == 9233 == sum(meta['splits'][s]['proteins'] for s in meta['splits'])
+  assert sum(len(ex['sequence']) for ex in every) == 5_720_429
+  assert sum(b'Saccharomyces cerevisiae' in ex['organism'] for ex in every) == 349
+  _assert_cluster_disjoint(rows)
+  # An annotated-FASTA-only protein: phosphorylation known on S/T (ST file) or Y,
+  # every other type unknown.
+  fasta_only = [ex for ex in every if b'uniprot' not in ex['source']]
+  assert len(fasta_only) > 7000
+  for ex in fasta_only[:200]:
+    others = np.delete(ex['labels'], ptm_types.INDEX['phosphorylation'], axis=1)
+    assert (others == -1).all()
+    phos = ex['labels'][:, ptm_types.INDEX['phosphorylation']]
+    seq = np.frombuffer(ex['sequence'], 'S1')
+    assert (phos[~np.isin(seq, [b'S', b'T', b'Y'])] == -1).all()
+
+
+def test_real_homolog_filter(real_builds):
+  """YAAM validation+test proteins and their homologs leave ptmDB train."""
+  yaam_rows, _, ptmdb_rows, _ = real_builds
+  refs = {
+    ex['id'].decode(): ex['sequence'].decode()
+    for s in ('validation', 'test')
+    for ex in yaam_rows[s]
+  }
+  train = ptmdb_rows['train']
+  kept, removed = homology.remove_homologs(train, refs)
+  assert len(kept) + len(removed) == len(train)
+  assert 100 < len(removed) < 1000, len(removed)
+  # Sanity: a yeast test protein that itself sits in ptmDB train is removed.
+  yaam_seqs = set(refs.values())
+  identical = {ex['id'].decode() for ex in train if ex['sequence'].decode() in yaam_seqs}
+  assert identical and identical <= set(removed)
+  assert 'tensorflow' not in sys.modules
