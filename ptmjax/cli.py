@@ -36,6 +36,43 @@ def _data_build(args) -> int:
   return 0
 
 
+def _convert_hf(args) -> int:
+  from ptmjax import checkpoint
+  from ptmjax.models import hf_import, num_params
+
+  overrides = {k: v for k, v in (('ptm_head', args.ptm_head), ('dtype', args.dtype)) if v}
+  start = time.perf_counter()
+  model, tokenizer, info = hf_import.convert(args.model, seed=args.seed, **overrides)
+  path = checkpoint.save_model(args.out, model, tokenizer, info)
+  cfg = model.cfg
+  print(
+    f'converted {info["architecture"]} ({num_params(cfg) / 1e6:.1f} M parameters with heads; '
+    f'{cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.num_heads} heads, '
+    f'max_len {cfg.max_len}; MLM head imported: {info["mlm_head_imported"]}) '
+    f'in {time.perf_counter() - start:.1f} s -> {path}'
+  )
+  return 0
+
+
+def _embed(args) -> int:
+  from ptmjax import inference
+
+  stats = inference.embed_fasta(
+    args.checkpoint,
+    args.fasta,
+    args.out,
+    max_len=args.max_len,
+    stride=args.stride,
+    tokens_per_batch=args.tokens_per_batch,
+    dtype=args.dtype,
+  )
+  print(
+    f'embedded {stats.proteins} proteins, {stats.residues} residues ({stats.windows} windows) '
+    f'in {stats.seconds:.1f} s incl. compilation ({stats.residues_per_s:,.0f} residues/s) -> {args.out}'
+  )
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='ptmjax', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -60,6 +97,38 @@ def main(argv=None) -> int:
   )
   b.add_argument('--proteome-url', default=None, help='yaam: where to download the proteome from')
   b.set_defaults(fn=_data_build)
+
+  c = sub.add_parser(
+    'convert-hf', help='import an ESM-2 or BERT/ProtBert Hugging Face checkpoint (needs torch)'
+  )
+  c.add_argument(
+    '--model', required=True, help='local folder or hub name (e.g. facebook/esm2_t12_35M_UR50D)'
+  )
+  c.add_argument(
+    '--out', required=True, help='model folder to write (Orbax params + ptmjax_model.json)'
+  )
+  c.add_argument(
+    '--ptm-head', choices=('linear', 'mlp', 'conv'), default=None, help='PTM head type'
+  )
+  c.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
+  c.add_argument('--seed', type=int, default=0, help='initialises the new heads')
+  c.set_defaults(fn=_convert_hf)
+
+  e = sub.add_parser('embed', help='per-residue and pooled embeddings of a FASTA file')
+  e.add_argument('--checkpoint', required=True, help='model folder (or training work dir)')
+  e.add_argument('--fasta', required=True, help='protein FASTA (lowercase accepted, .gz ok)')
+  e.add_argument('--out', required=True, help='output .npz')
+  e.add_argument(
+    '--max-len', type=int, default=None, help="tokens per window (default: the model's)"
+  )
+  e.add_argument(
+    '--stride', type=int, default=None, help='residues between windows (default: half)'
+  )
+  e.add_argument(
+    '--tokens-per-batch', type=int, default=8192, help='padded tokens per forward pass'
+  )
+  e.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
+  e.set_defaults(fn=_embed)
 
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')

@@ -21,3 +21,77 @@ def shared_data() -> pathlib.Path:
   if not (path / 'yaam').is_dir():
     pytest.fail(f'real data not found at {path}; set PTMJAX_SHARED_DATA')
   return path
+
+
+# --- tiny Hugging Face checkpoints, made here (nothing can be downloaded) -----------
+def _perturb(model, seed):
+  """Random LayerNorm/bias values, so a conversion that dropped them would show."""
+  import torch
+
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if 'LayerNorm' in name or 'layer_norm' in name or name.endswith('bias'):
+        p.add_(0.1 * torch.randn(p.shape, generator=g))
+  return model
+
+
+def make_hf_checkpoint(path, family: str, masked_lm: bool = True, **config):
+  """Saves a random tiny EsmForMaskedLM/EsmModel or BertForMaskedLM/BertModel with its vocab.txt."""
+  import torch
+  import transformers
+
+  from ptmjax.data import tokenizer as tok
+
+  torch.manual_seed(0)
+  if family == 'esm':
+    t = tok.esm()
+    kwargs = dict(
+      vocab_size=t.vocab_size,
+      hidden_size=32,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      intermediate_size=48,
+      max_position_embeddings=1026,
+      position_embedding_type='rotary',
+      token_dropout=True,
+      mask_token_id=t.mask_id,
+      pad_token_id=t.pad_id,
+      emb_layer_norm_before=False,
+      layer_norm_eps=1e-5,
+      hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0,
+    )
+    hf_config = transformers.EsmConfig(**{**kwargs, **config})
+    cls = transformers.EsmForMaskedLM if masked_lm else transformers.EsmModel
+  else:
+    t = tok.protbert()
+    kwargs = dict(
+      vocab_size=t.vocab_size,
+      hidden_size=32,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      intermediate_size=48,
+      max_position_embeddings=256,
+      pad_token_id=t.pad_id,
+    )
+    hf_config = transformers.BertConfig(**{**kwargs, **config})
+    cls = transformers.BertForMaskedLM if masked_lm else transformers.BertModel
+  model = _perturb(cls(hf_config), 1).eval()
+  model.save_pretrained(path)
+  t.save_vocab(pathlib.Path(path) / 'vocab.txt')
+  return model
+
+
+@pytest.fixture(scope='session')
+def hf_checkpoints(tmp_path_factory):
+  """{name: (folder, torch model)} for esm_mlm, esm_base, bert_mlm."""
+  root = tmp_path_factory.mktemp('hf')
+  out = {}
+  for name, family, mlm in (
+    ('esm_mlm', 'esm', True),
+    ('esm_base', 'esm', False),
+    ('bert_mlm', 'bert', True),
+  ):
+    out[name] = (root / name, make_hf_checkpoint(root / name, family, mlm))
+  return out

@@ -139,7 +139,11 @@ def read_fasta(path, tally: Tally | None = None, *, allow_marks: str = '') -> It
   header, header_line, chunks = None, 0, []
 
   def finish():
-    seq = normalise_sequence(''.join(chunks), path, header_line, tally, allow_marks=allow_marks)
+    try:
+      seq = normalise_sequence(''.join(chunks), path, header_line, tally, allow_marks=allow_marks)
+    except InputError as e:
+      name = header.split()[0]
+      raise InputError(path, header_line, f'record {name!r}: {e.problem}') from None
     tally['fasta_records'] += 1
     return FastaRecord(header, seq, header_line)
 

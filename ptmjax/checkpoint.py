@@ -1,0 +1,122 @@
+"""Thin Orbax layer: self-describing model folders.
+
+A *model folder* is what `ptmjax convert-hf` writes, what training leaves at
+`WORKDIR/final`, and what `ptmjax embed` / `ptmjax predict` read:
+
+    MODEL_DIR/ptmjax_model.json   model config, tokenizer, provenance
+    MODEL_DIR/params/             Orbax checkpoint of the parameters, a plain
+                                  nested dict (encoder/..., ptm_head/..., ...)
+
+The parameters are a plain dict of arrays, so a user can read them with Orbax
+alone (see README, "Loading a checkpoint without ptmjax").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from ptmjax.data import tokenizer as tok
+from ptmjax.models.encoder import ModelConfig
+from ptmjax.models.model import PtmModel, abstract_model
+
+MODEL_FILE = 'ptmjax_model.json'
+FORMAT = 'ptmjax-model/1'
+
+
+def tokenizer_to_dict(tokenizer: tok.Tokenizer) -> dict:
+  return {f.name: getattr(tokenizer, f.name) for f in dataclasses.fields(tokenizer)}
+
+
+def tokenizer_from_dict(d: dict) -> tok.Tokenizer:
+  return tok.Tokenizer(**{**d, 'vocab': tuple(d['vocab'])})
+
+
+def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | None = None):
+  """Writes a model folder (overwriting one that is there)."""
+  path = pathlib.Path(path).absolute()
+  path.mkdir(parents=True, exist_ok=True)
+  params = nnx.state(model, nnx.Param).to_pure_dict()
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path / 'params', params, force=True)
+  checkpointer.wait_until_finished()
+  meta = {
+    'format': FORMAT,
+    'model': model.cfg.to_dict(),
+    'tokenizer': tokenizer_to_dict(tokenizer),
+    'info': info or {},
+  }
+  (path / MODEL_FILE).write_text(json.dumps(meta, indent=2) + '\n')
+  return path
+
+
+def read_meta(path) -> dict:
+  """The JSON of a model folder, with a clear error when `path` is not one."""
+  file = pathlib.Path(path) / MODEL_FILE
+  if not file.is_file():
+    hint = ''
+    if (pathlib.Path(path) / 'final' / MODEL_FILE).is_file():
+      hint = f'; a training work dir holds its final model at {pathlib.Path(path) / "final"}'
+    raise FileNotFoundError(f'{path}: not a ptmjax model folder (no {MODEL_FILE}){hint}')
+  meta = json.loads(file.read_text())
+  if meta.get('format') != FORMAT:
+    raise ValueError(f'{file}: format {meta.get("format")!r}, expected {FORMAT!r}')
+  return meta
+
+
+def resolve_model_dir(path) -> pathlib.Path:
+  """Accepts a model folder or a training work dir (whose `final/` is one)."""
+  path = pathlib.Path(path)
+  if not (path / MODEL_FILE).is_file() and (path / 'final' / MODEL_FILE).is_file():
+    return path / 'final'
+  return path
+
+
+def load_model(path, *, sharding=None, **overrides):
+  """Restores a model folder.
+
+  Args:
+    path: model folder (or a training work dir with `final/`).
+    sharding: optional pytree of shardings for the parameters, or one
+      sharding for all of them (default: the default device).
+    **overrides: ModelConfig fields to change at load time that do not alter
+      parameter shapes (e.g. dtype='bfloat16', dropout_rate=0.0).
+
+  Returns:
+    (model, tokenizer, meta dict).
+  """
+  path = resolve_model_dir(path).absolute()
+  meta = read_meta(path)
+  cfg = ModelConfig.from_dict(meta['model']).replace(**overrides)
+  abstract = abstract_model(cfg)
+  graphdef, abstract_params, _ = nnx.split(abstract, nnx.Param, ...)
+  target = abstract_params.to_pure_dict()
+  if sharding is not None:
+    shardings = (
+      sharding
+      if not isinstance(sharding, jax.sharding.Sharding)
+      else jax.tree.map(lambda _: sharding, target)
+    )
+    target = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings
+    )
+  params = ocp.StandardCheckpointer().restore(path / 'params', target)
+  # Non-parameter state (dropout RNG counters) is created fresh.
+  model = nnx.merge(graphdef, abstract_params, _fresh_rest(cfg))
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+  return model, tokenizer_from_dict(meta['tokenizer']), meta
+
+
+def _fresh_rest(cfg: ModelConfig):
+  """The model's non-parameter state (RNG keys and counts), without materialising params."""
+  from ptmjax.models.model import create_model
+
+  # Under jit, the unused parameter initialisers are dead code and never run.
+  return jax.jit(lambda: nnx.state(create_model(cfg), nnx.Not(nnx.Param)))()

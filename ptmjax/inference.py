@@ -1,0 +1,230 @@
+"""Running a model over whole proteins of any length: windows, batching, stitching.
+
+A protein longer than the model's `max_len` tokens is cut into overlapping
+windows of at most `max_len - specials` residues; each window is encoded as a
+protein of its own (<cls> window <eos>, positions from 0). Every residue's
+output is taken from the window in which it is most central (largest distance
+to the window's nearer edge), so each residue is predicted exactly once and,
+with the default half-window stride, never from the outer quarter of a window
+unless it is near the protein's end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from ptmjax.data import tokenizer as tok
+
+BUCKET = 64  # pad windows to a multiple of this many tokens: few distinct shapes to compile
+
+
+def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
+  """Residue spans [start, end) of overlapping windows covering [0, length).
+
+  Windows start every `stride` residues (default window // 2); the last one is
+  aligned to the end so every window is full length when the protein allows.
+  """
+  if window < 1:
+    raise ValueError(f'window must be >= 1, got {window}')
+  stride = max(1, window // 2) if stride is None else stride
+  if not 1 <= stride <= window:
+    raise ValueError(f'stride must be in [1, window={window}], got {stride}')
+  if length <= window:
+    return [(0, length)]
+  starts = list(range(0, length - window, stride)) + [length - window]
+  return [(s, s + window) for s in starts]
+
+
+def window_owners(length: int, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+  """For each residue, the index of the span where it is most central (first on ties)."""
+  pos = np.arange(length)
+  centrality = np.full((len(spans), length), -1, np.int64)
+  for i, (s, e) in enumerate(spans):
+    inside = (pos >= s) & (pos < e)
+    centrality[i, inside] = np.minimum(pos - s, e - 1 - pos)[inside]
+  if (centrality.max(0) < 0).any():
+    raise ValueError('spans do not cover every residue')
+  return centrality.argmax(0)
+
+
+@dataclasses.dataclass
+class Stats:
+  proteins: int = 0
+  residues: int = 0
+  windows: int = 0
+  tokens: int = 0  # padded tokens run through the model
+  seconds: float = 0.0
+
+  @property
+  def residues_per_s(self) -> float:
+    return self.residues / self.seconds if self.seconds else float('nan')
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _forward(graphdef, heads, state, tokens):
+  out = nnx.merge(graphdef, state)(tokens, heads=heads)
+  return jax.tree.map(lambda x: x.astype(np.float32), out)
+
+
+def make_forward(model, heads: Sequence[str]) -> Callable:
+  """A jitted forward pass: tokens [B, T] -> the requested outputs, float32.
+
+  The graph definition is a static argument, so models of the same structure
+  (e.g. the same checkpoint loaded twice) share compiled functions.
+  """
+  graphdef, state = nnx.split(model)
+  heads = tuple(h for h in heads if h != 'hidden')
+  return lambda tokens: _forward(graphdef, heads, state, tokens)
+
+
+def run(
+  model,
+  tokenizer: tok.Tokenizer,
+  sequences: Sequence[str],
+  *,
+  outputs: Sequence[str] = ('hidden',),
+  max_len: int | None = None,
+  stride: int | None = None,
+  tokens_per_batch: int | None = None,
+  progress: bool = True,
+) -> tuple[list[dict[str, np.ndarray]], Stats]:
+  """Per-residue outputs for whole proteins.
+
+  Args:
+    model: a PtmModel (put in eval mode here).
+    tokenizer: the model's tokenizer.
+    sequences: residue strings.
+    outputs: any of 'hidden' (embeddings), 'ptm' (logits).
+    max_len: tokens per window, specials included (default: the model's).
+    stride: residues between window starts (default: half a window).
+    tokens_per_batch: padded tokens per forward pass (default: 2,048 on CPU,
+      where small batches keep attention in cache, 16,384 on accelerators).
+    progress: show a tqdm bar.
+
+  Returns:
+    (one dict per sequence mapping each output to a [length, ...] array,
+    throughput statistics).
+  """
+  model.eval()
+  max_len = model.cfg.max_len if max_len is None else max_len
+  window = max_len - tokenizer.num_special
+  if window < 1:
+    raise ValueError(f'max_len {max_len} leaves no room for residues')
+  forward = make_forward(model, outputs)
+  if tokens_per_batch is None:
+    tokens_per_batch = 2048 if jax.default_backend() == 'cpu' else 16384
+
+  items = []  # (sequence index, start, end, owned residue mask within the window)
+  for i, seq in enumerate(sequences):
+    spans = window_spans(len(seq), window, stride)
+    owners = window_owners(len(seq), spans)
+    for w, (s, e) in enumerate(spans):
+      items.append((i, s, e, owners[s:e] == w))
+  results: list[dict[str, np.ndarray]] = [{} for _ in sequences]
+  stats = Stats(proteins=len(sequences), residues=sum(map(len, sequences)), windows=len(items))
+
+  def padded(k):
+    n = items[k][2] - items[k][1] + tokenizer.num_special
+    return min(max_len, math.ceil(n / BUCKET) * BUCKET)
+
+  # Few batch shapes per padded length (rows = tokens_per_batch // length, or a
+  # power of two for the last batch), so each length compiles at most a few times.
+  by_length: dict[int, list[int]] = {}
+  for k in range(len(items)):
+    by_length.setdefault(padded(k), []).append(k)
+  batches = []
+  for length, ks in sorted(by_length.items()):
+    rows = max(1, tokens_per_batch // length)
+    for j in range(0, len(ks), rows):
+      chunk = ks[j : j + rows]
+      # A short last batch is padded only to the next power of two rows.
+      batches.append((length, min(rows, 1 << (len(chunk) - 1).bit_length()), chunk))
+
+  start = time.perf_counter()
+  bar = tqdm(
+    total=stats.residues, unit='res', unit_scale=True, disable=not progress, desc='residues'
+  )
+  for length, rows, batch in batches:
+    windows = [sequences[items[k][0]][items[k][1] : items[k][2]] for k in batch]
+    tokens = np.full((rows, length), tokenizer.pad_id, np.int32)
+    tokens[: len(batch)] = tokenizer.batch(windows, length)[0]
+    out = jax.device_get(forward(tokens))
+    stats.tokens += tokens.size
+    for row, k in enumerate(batch):
+      i, s, e, owned = items[k]
+      for name in outputs:
+        per_residue = tokenizer.token_outputs_to_residues(out[name][row], e - s)
+        if name not in results[i]:
+          results[i][name] = np.zeros((len(sequences[i]),) + per_residue.shape[1:], np.float32)
+        results[i][name][s:e][owned] = per_residue[owned]
+      bar.update(int(owned.sum()))
+  bar.close()
+  stats.seconds = time.perf_counter() - start
+  return results, stats
+
+
+def read_proteins(path) -> list[tuple[str, str]]:
+  """(id, sequence) pairs of a FASTA file; lowercase accepted, ids must be unique.
+
+  Invalid letters, empty records and repeated ids raise an InputError naming
+  the file, line and record.
+  """
+  from ptmjax.data.records import InputError, read_fasta
+
+  proteins, seen = [], {}
+  for record in read_fasta(path):
+    if record.id in seen:
+      raise InputError(
+        path, record.line, f'record {record.id!r} repeats the id of line {seen[record.id]}'
+      )
+    seen[record.id] = record.line
+    proteins.append((record.id, record.sequence))
+  return proteins
+
+
+def embed_fasta(
+  checkpoint,
+  fasta,
+  out,
+  *,
+  max_len: int | None = None,
+  stride: int | None = None,
+  tokens_per_batch: int | None = None,
+  dtype: str | None = None,
+  progress: bool = True,
+) -> Stats:
+  """Writes per-residue and mean-pooled embeddings of every protein in `fasta` to `out` (.npz).
+
+  Keys: `residues/<id>` [length, width] float32 (special tokens removed),
+  `pooled/<id>` [width] (mean over residues), and `ids` (file order).
+  """
+  from ptmjax import checkpoint as ckpt
+
+  proteins = read_proteins(fasta)
+  overrides = {'dtype': dtype} if dtype else {}
+  model, tokenizer, _ = ckpt.load_model(checkpoint, **overrides)
+  results, stats = run(
+    model,
+    tokenizer,
+    [s for _, s in proteins],
+    outputs=('hidden',),
+    max_len=max_len,
+    stride=stride,
+    tokens_per_batch=tokens_per_batch,
+    progress=progress,
+  )
+  arrays = {'ids': np.array([i for i, _ in proteins])}
+  for (pid, _), res in zip(proteins, results, strict=True):
+    arrays[f'residues/{pid}'] = res['hidden']
+    arrays[f'pooled/{pid}'] = res['hidden'].mean(0)
+  np.savez(out, **arrays)
+  return stats
