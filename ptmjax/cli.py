@@ -73,6 +73,42 @@ def _embed(args) -> int:
   return 0
 
 
+def _train(args, rest) -> int:
+  from absl import flags
+  from ml_collections import config_flags
+
+  if args.coordinator_address or args.distributed:
+    import jax
+
+    kwargs = {}
+    if args.coordinator_address:
+      kwargs = dict(
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+      )
+    jax.distributed.initialize(**kwargs)
+
+  from ptmjax.training import trainer
+
+  bad = [a for a in rest if not a.startswith('--config.')]
+  if bad:
+    raise SystemExit(f'unknown arguments {bad}; overrides look like --config.optim.lr=3e-4')
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+    'config', None, 'ml_collections config file[:arg]', flag_values=values, lock_config=True
+  )
+  values(['ptmjax train', f'--config={args.config}', *rest])
+  try:
+    result = trainer.train(values.config, args.workdir)
+  except trainer.Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    return 143
+  print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1))
+  print(f'final model: {args.workdir}/final')
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='ptmjax', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -130,11 +166,36 @@ def main(argv=None) -> int:
   e.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
   e.set_defaults(fn=_embed)
 
-  args = parser.parse_args(argv)
+  tr = sub.add_parser(
+    'train',
+    help='train per an ml_collections config (overrides: --config.KEY=VALUE)',
+    allow_abbrev=False,
+  )
+  tr.add_argument(
+    '--config', required=True, help='config file[:arg], e.g. experiments/configs/yaam.py:tiny'
+  )
+  tr.add_argument(
+    '--workdir', required=True, help='checkpoints, metrics.jsonl, TensorBoard, final/'
+  )
+  tr.add_argument(
+    '--distributed',
+    action='store_true',
+    help='jax.distributed.initialize() from the environment (TPU pods, SLURM)',
+  )
+  tr.add_argument(
+    '--coordinator-address', default=None, help='host:port of process 0 (explicit multi-process)'
+  )
+  tr.add_argument('--num-processes', type=int, default=None)
+  tr.add_argument('--process-id', type=int, default=None)
+  tr.set_defaults(fn=_train, takes_rest=True)
+
+  args, rest = parser.parse_known_args(argv)
+  if rest and not getattr(args, 'takes_rest', False):
+    parser.error(f'unrecognized arguments: {" ".join(rest)}')
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
   for noisy in ('absl', 'jax'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-  return args.fn(args)
+  return args.fn(args, rest) if getattr(args, 'takes_rest', False) else args.fn(args)
 
 
 if __name__ == '__main__':

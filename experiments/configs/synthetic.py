@@ -1,0 +1,32 @@
+r"""Train on the synthetic dataset generated in code (no files): tests and smoke runs.
+
+    ptmjax train --config experiments/configs/synthetic.py --workdir runs/synthetic
+
+About 1 minute on 2 CPU cores; expected validation phosphorylation AUROC on
+S/T/Y above 0.8 (the planted S-P and R-x-x-S rules; see ptmjax.data.synthetic).
+"""
+
+import ml_collections
+
+from experiments.configs import yaam
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = yaam.get_config('tiny')
+  c.data.name = 'synthetic'
+  c.data.synthetic = ml_collections.ConfigDict(dict(num_proteins=400, seed=0, variant='target'))
+  c.eval.update(every_steps=100, max_proteins=40)
+  c.optim.update(total_steps=200, warmup_steps=20)
+  c.checkpoint.best_metric = 'val/phosphorylation/auroc'
+  if arg == 'test':  # seconds: for the trainer tests
+    c.data.synthetic.num_proteins = 60
+    c.model.update(num_layers=1, embed_dim=32, num_heads=4, mlp_dim=64, head_dim=16)
+    c.data.update(batch_size=8, max_len=128)
+    c.optim.update(total_steps=6, warmup_steps=2)
+    c.eval.update(every_steps=0)
+    c.checkpoint.every_steps = 1000
+    c.log_every_steps = 1
+    c.progress = False
+  elif arg is not None:
+    raise ValueError(f"unknown config arg {arg!r}: use 'test' or nothing")
+  return c

@@ -1,0 +1,1 @@
+"""Metrics on candidate residues, bootstrap intervals, reports and plots."""

@@ -1,0 +1,1 @@
+"""Losses, optimizer, steps and the training loop."""
