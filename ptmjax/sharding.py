@@ -86,10 +86,13 @@ def make_mesh(shape: dict[str, int], devices=None) -> jax.sharding.Mesh:
     sizes[free[0]] = devices.size // known
   if int(np.prod(list(sizes.values()))) != devices.size:
     raise ValueError(f'mesh {sizes} does not use the {devices.size} devices')
-  return jax.sharding.Mesh(
-    devices.reshape(tuple(sizes.values())),
+  # jax.make_mesh orders devices by the physical topology (TPU torus, NVLink islands),
+  # so inner axes (tensor) land on the closest chips.
+  return jax.make_mesh(
+    tuple(sizes.values()),
     tuple(sizes),
     axis_types=(jax.sharding.AxisType.Auto,) * len(sizes),
+    devices=list(devices.flat),
   )
 
 

@@ -5,8 +5,10 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -32,6 +34,12 @@ def _losses(workdir):
     json.loads(line) for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
   ]
   return {r['step']: r['loss'] for r in rows if 'loss' in r}
+
+
+def _logged_steps(workdir):
+  """Steps in metrics.jsonl order: a resumed run that restarted from scratch repeats some."""
+  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [json.loads(line)['step'] for line in lines if 'loss' in json.loads(line)]
 
 
 def _params(workdir):
@@ -103,7 +111,7 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(one_device_run, tmp_p
   done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stdout + done.stderr
   resumed, reference = _losses(workdir), _losses(one_device_run)
-  assert sorted(resumed) == list(range(1, 7))
+  assert _logged_steps(workdir) == list(range(1, 7))
   np.testing.assert_allclose(
     [resumed[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=1e-6
   )
@@ -122,8 +130,7 @@ def test_training_checkpoint_reads_with_plain_orbax(one_device_run):
     restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   )
   state = ckptr.restore(path, args=args)
-  model = state['0'] if '0' in state else state[0]
-  kernel = model['encoder']['layers']['0']['attention']['query']['kernel']
+  kernel = state['model']['encoder']['layers']['0']['attention']['query']['kernel']
   assert isinstance(kernel, np.ndarray) and kernel.shape == (32, 4, 8)
   final = _params(one_device_run)['encoder']['layers']['0']['attention']['query']['kernel']
   np.testing.assert_array_equal(kernel, final)
@@ -137,3 +144,90 @@ def test_nan_loss_stops_naming_the_step(tmp_path):
   c.optim.warmup_steps = 0
   with pytest.raises(FloatingPointError, match=r'at step \d'):
     trainer.train(c, tmp_path)
+
+
+def test_restore_onto_a_different_mesh(one_device_run, tmp_path, monkeypatch):
+  """Preempted on one device, resumed on a 2x2x2 mesh: the uninterrupted result."""
+  c = _config(data=1)
+  c.sharding.num_devices = 1
+  monkeypatch.setenv('PTMJAX_STEP_DELAY_S', '0.3')
+  metrics = tmp_path / 'metrics.jsonl'
+
+  def preempt_after_two_steps():
+    while not (metrics.exists() and metrics.read_text().count('\n') >= 2):
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, by the trainer
+
+  killer = threading.Thread(target=preempt_after_two_steps, daemon=True)
+  killer.start()
+  with pytest.raises(trainer.Preempted):
+    trainer.train(c, tmp_path)
+  killer.join(timeout=10)
+  stopped = max(_losses(tmp_path))
+  assert 2 <= stopped < 6
+
+  monkeypatch.delenv('PTMJAX_STEP_DELAY_S')
+  trainer.train(_config(data=2, fsdp=2, tensor=2), tmp_path)
+  resumed, reference = _losses(tmp_path), _losses(one_device_run)
+  assert _logged_steps(tmp_path) == list(range(1, 7))
+  np.testing.assert_allclose(
+    [resumed[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=2e-5
+  )
+  for x, y in zip(
+    jax.tree.leaves(_params(tmp_path)), jax.tree.leaves(_params(one_device_run)), strict=True
+  ):
+    np.testing.assert_allclose(x, y, atol=2e-5)
+
+
+def test_two_processes_match_one_device(one_device_run, tmp_path):
+  """Two `ptmjax train` processes on 127.0.0.1 with 4 fake CPU devices each (one 2x2x2
+  mesh over 8 devices, gloo collectives) give the single-device losses."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable, '-m', 'ptmjax.cli', 'train',
+        '--config', str(REPO / 'experiments/configs/synthetic.py:test'),
+        '--workdir', str(tmp_path),
+        '--coordinator-address', f'127.0.0.1:{port}',
+        '--num-processes', '2', '--process-id', str(i),
+        '--config.sharding.mesh.data=2', '--config.sharding.mesh.fsdp=2',
+        '--config.sharding.mesh.tensor=2',
+      ],
+      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    for i in range(2)
+  ]  # fmt: skip
+  try:
+    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-3000:]
+  got, reference = _losses(tmp_path), _losses(one_device_run)
+  assert sorted(got) == list(range(1, 7))
+  np.testing.assert_allclose(
+    [got[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=2e-5
+  )
+  for x, y in zip(
+    jax.tree.leaves(_params(tmp_path)), jax.tree.leaves(_params(one_device_run)), strict=True
+  ):
+    np.testing.assert_allclose(x, y, atol=2e-5)
+
+
+def test_readme_plain_orbax_snippet(one_device_run):
+  """The README's 'Checkpoints in your own code' block, run as written on a real work dir."""
+  text = (REPO / 'README.md').read_text()
+  block = text.split('<!-- plain-orbax -->')[1].split('```python')[1].split('```')[0]
+  block = block.replace('runs/yaam_tiny', str(one_device_run)).replace('/latest/300/', '/latest/6/')
+  scope = {}
+  exec(compile(block, 'README.md', 'exec'), scope)  # noqa: S102
+  kernel = scope['params']['encoder']['layers']['0']['attention']['query']['kernel']
+  np.testing.assert_array_equal(
+    kernel, scope['final']['encoder']['layers']['0']['attention']['query']['kernel']
+  )
+  assert set(scope['adam']) and isinstance(kernel, np.ndarray)

@@ -30,7 +30,7 @@ from ptmjax import inference
 from ptmjax import sharding as shd
 from ptmjax.data import pipeline, ptm_types
 from ptmjax.data import tokenizer as tok
-from ptmjax.evaluation import metrics
+from ptmjax.evaluation import baselines, report
 from ptmjax.models import ModelConfig, PtmModel, create_model
 from ptmjax.training import losses, optimizer
 
@@ -73,44 +73,44 @@ class MetricWriter:
 
 
 # --- evaluation ------------------------------------------------------------------------
+def predict_flat(
+  model: PtmModel, tokenizer, examples, *, max_len
+) -> tuple[report.Flat, np.ndarray]:
+  """Whole proteins (long ones by stitched windows): flat residues/labels and sigmoid scores."""
+  seqs = [pipeline._text(ex['sequence']) for ex in examples]
+  flat = report.Flat.from_examples(seqs, [ex['labels'] for ex in examples])
+  outs, _ = inference.run(model, tokenizer, seqs, outputs=('ptm',), max_len=max_len, progress=False)
+  if not outs:
+    return flat, np.zeros((0, ptm_types.NUM_TYPES))
+  return flat, np.asarray(jax.nn.sigmoid(np.concatenate([o['ptm'] for o in outs])))
+
+
 def evaluate(model: PtmModel, tokenizer, examples, candidates, channels, *, max_len, prefix='val'):
   """Per-channel metrics on candidate residues of whole proteins, plus 'any PTM' on all residues.
 
   Returns:
     (flat metrics dict, thresholds chosen per channel by best F1).
   """
-  seqs = [pipeline._text(ex['sequence']) for ex in examples]
-  labels = [np.asarray(ex['labels']) for ex in examples]
-  outs, _ = inference.run(model, tokenizer, seqs, outputs=('ptm',), max_len=max_len, progress=False)
-  scores = np.concatenate([jax.nn.sigmoid(o['ptm']) for o in outs]) if outs else np.zeros((0, 16))
-  scores = np.asarray(scores)
-  labels = np.concatenate(labels)
-  residues = np.frombuffer(''.join(seqs).encode(), 'S1').astype(str)
-  out, thresholds = {}, {}
-  for name in channels:
-    c = ptm_types.INDEX[name]
-    cand = candidates.get(name)
-    keep = labels[:, c] >= 0
-    if cand:
-      keep &= np.isin(residues, list(cand))
-    y = labels[keep, c] == 1
-    if y.sum() == 0 or (~y).sum() == 0:
-      continue
-    r = metrics.binary_report(y, scores[keep, c])
-    thresholds[name] = r['threshold']
-    for k in ('auroc', 'auprc', 'best_f1', 'mcc'):
-      out[f'{prefix}/{name}/{k}'] = r[k]
-  mods = [c for c in ptm_types.MODIFICATION_CHANNELS if ptm_types.PTM_NAMES[c] in channels]
-  if mods:
-    ml, ms = labels[:, mods], scores[:, mods]
-    any_pos = (ml == 1).any(1)
-    any_known = any_pos | (ml == 0).any(1)
-    y, s = any_pos[any_known], np.where(ml >= 0, ms, 0).max(1)[any_known]
-    if y.any() and (~y).any():
-      r = metrics.binary_report(y, s)
-      for k in ('auroc', 'auprc', 'best_f1', 'mcc'):
-        out[f'{prefix}/any/{k}'] = r[k]
-  return out, thresholds
+  flat, scores = predict_flat(model, tokenizer, examples, max_len=max_len)
+  return report.channel_report(flat, scores, candidates, channels, prefix=prefix)
+
+
+def baseline_metrics(train_source, examples, candidates, channels, prefix='val') -> dict:
+  """The residue-identity baseline on the evaluation proteins, as `{prefix}/.../baseline_*`."""
+  text = pipeline._text
+  fit = report.Flat.from_examples(
+    [text(ex['sequence']) for ex in train_source], [ex['labels'] for ex in train_source]
+  )
+  flat = report.Flat.from_examples(
+    [text(ex['sequence']) for ex in examples], [ex['labels'] for ex in examples]
+  )
+  scores = baselines.ResidueIdentity().fit(fit).predict(flat)
+  out, _ = report.channel_report(flat, scores, candidates, channels, prefix=prefix)
+  return {
+    k.rsplit('/', 1)[0] + '/baseline_' + k.rsplit('/', 1)[1]: v
+    for k, v in out.items()
+    if k.endswith(('/auroc', '/auprc'))
+  }
 
 
 # --- the train step --------------------------------------------------------------------
@@ -247,6 +247,16 @@ def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], l
   return jax.tree_util.tree_map_with_path(pick, state_params), taken, skipped
 
 
+def named(state) -> dict:
+  """The (model, optimizer) state as the plain dict a checkpoint holds: {'model', 'optimizer'}."""
+  pure = state.to_pure_dict()
+  return {'model': pure[0], 'optimizer': pure[1]}
+
+
+def unnamed(tree: dict) -> dict:
+  return {0: tree['model'], 1: tree['optimizer']}
+
+
 # --- the loop --------------------------------------------------------------------------
 def train(config, workdir) -> dict:
   """Trains per `config` in `workdir`; returns the last evaluation metrics."""
@@ -366,14 +376,14 @@ def train(config, workdir) -> dict:
     # this run's shardings, whatever the mesh that wrote it.
     target = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      state.to_pure_dict(),
-      state_sharding.to_pure_dict(),
+      named(state),
+      named(state_sharding),
     )
     restored = latest.restore(
       start_step,
       args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
     )
-    nnx.replace_by_pure_dict(state, restored['state'])
+    nnx.replace_by_pure_dict(state, unnamed(restored['state']))
     data_iter.restore(restored['data'])
     log.info('resumed from step %d (%s)', start_step, data_iter.state)
   elif config.init_from.get('path'):
@@ -431,12 +441,14 @@ def train(config, workdir) -> dict:
     manager.save(
       step,
       args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state.to_pure_dict()), data=ocp.args.JsonSave(data_iter.state)
+        state=ocp.args.StandardSave(named(state)), data=ocp.args.JsonSave(data_iter.state)
       ),
       metrics=extra_metrics,
       force=True,
     )
 
+  if eval_examples and start_step == 0:
+    writer.write(0, baseline_metrics(train_source, eval_examples, candidates, channels))
   try:
     with jax.set_mesh(mesh):
       for step in range(start_step + 1, total + 1):
