@@ -51,7 +51,8 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
     'tokenizer': tokenizer_to_dict(tokenizer),
     'info': info or {},
   }
-  (path / MODEL_FILE).write_text(json.dumps(meta, indent=2) + '\n')
+  if jax.process_index() == 0:
+    (path / MODEL_FILE).write_text(json.dumps(meta, indent=2) + '\n')
   return path
 
 

@@ -73,10 +73,43 @@ def _embed(args) -> int:
   return 0
 
 
-def _train(args, rest) -> int:
+def _predict(args) -> int:
+  from ptmjax import predict
+
+  stats, channels = predict.predict_fasta(
+    args.checkpoint,
+    args.fasta,
+    args.out,
+    calls=args.calls,
+    channels=args.channels.split(',') if args.channels else None,
+    max_len=args.max_len,
+    stride=args.stride,
+  )
+  print(
+    f'predicted {", ".join(channels)} for {stats.proteins} proteins, {stats.residues} residues '
+    f'({stats.windows} windows) in {stats.seconds:.1f} s ({stats.residues_per_s:,.0f} '
+    f'residues/s) -> {args.out}'
+  )
+  return 0
+
+
+def _config(path: str, rest: list[str]):
+  """An ml_collections config file[:arg] with --config.KEY=VALUE overrides, locked."""
   from absl import flags
   from ml_collections import config_flags
 
+  bad = [a for a in rest if not a.startswith('--config.')]
+  if bad:
+    raise SystemExit(f'unknown arguments {bad}; overrides look like --config.optim.lr=3e-4')
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+    'config', None, 'ml_collections config file[:arg]', flag_values=values, lock_config=True
+  )
+  values(['ptmjax', f'--config={path}', *rest])
+  return values.config
+
+
+def _train(args, rest) -> int:
   if args.coordinator_address or args.distributed:
     import jax
 
@@ -91,21 +124,55 @@ def _train(args, rest) -> int:
 
   from ptmjax.training import trainer
 
-  bad = [a for a in rest if not a.startswith('--config.')]
-  if bad:
-    raise SystemExit(f'unknown arguments {bad}; overrides look like --config.optim.lr=3e-4')
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file(
-    'config', None, 'ml_collections config file[:arg]', flag_values=values, lock_config=True
-  )
-  values(['ptmjax train', f'--config={args.config}', *rest])
+  config = _config(args.config, rest)
   try:
-    result = trainer.train(values.config, args.workdir)
+    result = trainer.train(config, args.workdir)
   except trainer.Preempted as e:
     print(f'preempted: {e}', file=sys.stderr)
     return 143
   print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1))
   print(f'final model: {args.workdir}/final')
+  return 0
+
+
+def _compare(args, rest) -> int:
+  from experiments import compare_stages
+
+  config = _config(args.config, rest)
+  command = ' '.join(
+    ['ptmjax compare', f'--config {args.config}', f'--workdir {args.workdir}', *rest]
+  )
+  path = compare_stages.run(config, args.workdir, command)
+  print(f'report: {path}')
+  return 0
+
+
+def _quickstart(args, rest) -> int:
+  import pathlib
+  import shutil
+
+  import experiments.configs
+  from experiments import compare_stages
+
+  t = time.time()
+  config_file = pathlib.Path(experiments.configs.__file__).parent / 'compare.py'
+  config = _config(f'{config_file}:quickstart', rest)
+  workdir = pathlib.Path(args.workdir)
+  print(
+    'ptmjax quickstart: SYNTHETIC data generated in code (planted motifs, see '
+    'ptmjax/data/synthetic.py): stage 1 on a multi-organism-like source, stage 2 on a '
+    f'yeast-like target, against single-stage and baselines -> {workdir}'
+  )
+  command = f'ptmjax quickstart --workdir {args.workdir}'
+  path = compare_stages.run(config, workdir, command)
+  final = workdir / 'final'
+  if final.exists():
+    shutil.rmtree(final)
+  shutil.copytree(workdir / f'seed{config.seeds[0]}' / 'two' / 'final', final)
+  print(f'done in {time.time() - t:.0f} s')
+  print(f'report:      {path}')
+  print(f'final model: {final} (two-stage, seed {config.seeds[0]})')
+  print(f'next:        ptmjax predict --checkpoint {final} --fasta YOUR.fasta --out preds.tsv')
   return 0
 
 
@@ -161,10 +228,29 @@ def main(argv=None) -> int:
     '--stride', type=int, default=None, help='residues between windows (default: half)'
   )
   e.add_argument(
-    '--tokens-per-batch', type=int, default=8192, help='padded tokens per forward pass'
+    '--tokens-per-batch',
+    type=int,
+    default=None,
+    help='padded tokens per forward pass (default 2,048 on CPU, 16,384 on accelerators)',
   )
   e.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
   e.set_defaults(fn=_embed)
+
+  pr = sub.add_parser('predict', help='per-residue PTM probabilities for a FASTA file')
+  pr.add_argument('--checkpoint', required=True, help='a trained model folder, e.g. RUN/final')
+  pr.add_argument('--fasta', required=True, help='protein FASTA (lowercase accepted, .gz ok)')
+  pr.add_argument('--out', required=True, help='output TSV, one row per residue')
+  pr.add_argument(
+    '--calls',
+    action='store_true',
+    help="add 0/1 columns at the checkpoint's validation-chosen (best-F1) thresholds",
+  )
+  pr.add_argument(
+    '--channels', default=None, help='comma-separated subset (default: every trained channel)'
+  )
+  pr.add_argument('--max-len', type=int, default=None, help="tokens per window (the model's)")
+  pr.add_argument('--stride', type=int, default=None, help='residues between windows (half)')
+  pr.set_defaults(fn=_predict)
 
   tr = sub.add_parser(
     'train',
@@ -189,13 +275,37 @@ def main(argv=None) -> int:
   tr.add_argument('--process-id', type=int, default=None)
   tr.set_defaults(fn=_train, takes_rest=True)
 
+  cp = sub.add_parser(
+    'compare',
+    help='single- vs two-stage study with baselines and a report (experiments/configs/compare.py)',
+    allow_abbrev=False,
+  )
+  cp.add_argument('--config', required=True, help='e.g. experiments/configs/compare.py:small')
+  cp.add_argument('--workdir', required=True, help='one sub-directory per stage, report/')
+  cp.set_defaults(fn=_compare, takes_rest=True)
+
+  q = sub.add_parser(
+    'quickstart',
+    help='the whole two-stage pipeline on synthetic data generated in code (no files), minutes',
+    allow_abbrev=False,
+  )
+  q.add_argument('--workdir', default='runs/quickstart', help='where stages, report and final go')
+  q.set_defaults(fn=_quickstart, takes_rest=True)
+
   args, rest = parser.parse_known_args(argv)
   if rest and not getattr(args, 'takes_rest', False):
     parser.error(f'unrecognized arguments: {" ".join(rest)}')
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
   for noisy in ('absl', 'jax'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-  return args.fn(args, rest) if getattr(args, 'takes_rest', False) else args.fn(args)
+  from ptmjax.data.records import InputError
+
+  try:
+    return args.fn(args, rest) if getattr(args, 'takes_rest', False) else args.fn(args)
+  except (InputError, FileNotFoundError) as e:
+    # Bad input is the user's to fix: the message (file, line, record), not a traceback.
+    print(f'ptmjax {args.command}: error: {e}', file=sys.stderr)
+    return 2
 
 
 if __name__ == '__main__':

@@ -87,3 +87,24 @@ def test_window_logreg_learns_the_planted_motifs():
   assert out['val/phosphorylation/auroc'] > 0.8
   assert out['val/acetylation/auroc'] > 0.85
   assert ident['val/phosphorylation/auroc'] < 0.7
+
+
+def test_weighted_bootstrap_equals_repeating_proteins():
+  """A resample scored by weights == the repeated residues scored by metrics (== sklearn)."""
+  from ptmjax.evaluation import bootstrap, metrics
+
+  flat = _flat(30, seed=3)
+  rng = np.random.default_rng(0)
+  s = np.round(rng.random(len(flat.residues)), 2)  # ties
+  s += 0.3 * (flat.labels[:, PHOS] == 1)
+  keep = np.isin(flat.residues, list('STY'))
+  rows = np.flatnonzero(keep)
+  group = np.searchsorted(flat.offsets, rows, side='right') - 1
+  ranked = bootstrap.Ranked(flat.labels[rows, PHOS] == 1, s[rows], group)
+  for counts in bootstrap.resamples(30, 3, seed=1):
+    idx = flat.take(np.repeat(np.arange(30), counts))
+    idx = idx[keep[idx]]
+    y, ss = flat.labels[idx, PHOS] == 1, s[idx]
+    got = ranked.scores(counts)
+    np.testing.assert_allclose(got, (metrics.auroc(y, ss), metrics.auprc(y, ss)), atol=1e-12)
+    np.testing.assert_allclose(got[0], roc_auc_score(y, ss), atol=1e-12)

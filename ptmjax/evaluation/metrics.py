@@ -43,6 +43,14 @@ def auprc(y, s) -> float:
   return float(np.sum(np.diff(np.r_[0, recall]) * precision))
 
 
+def curves(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(fpr, tpr, recall, precision) at every distinct threshold, for plots."""
+  y, s = np.asarray(y, bool), np.asarray(s, np.float64)
+  tp, fp, _ = _sorted_counts(y, s)
+  pos, neg = max(y.sum(), 1), max((~y).sum(), 1)
+  return np.r_[0, fp / neg], np.r_[0, tp / pos], tp / pos, tp / np.maximum(tp + fp, 1)
+
+
 def best_f1_threshold(y, s) -> tuple[float, float]:
   """(threshold, F1) maximising F1 when predicting positive for s >= threshold."""
   y, s = np.asarray(y, bool), np.asarray(s, np.float64)

@@ -182,20 +182,66 @@ def optax_global_norm(tree):
 
 
 # --- helpers ---------------------------------------------------------------------------
-def load_examples(config, split):
-  """A split as a random-access source: a TFDS dataset, or 'synthetic' generated in code."""
-  import ptmjax.data
-
-  if config.data.name == 'synthetic':
+def open_dataset(data_cfg, name: str, sub: str = '') -> dict:
+  """{split: random-access source} for a TFDS dataset, or 'synthetic' generated in code
+  (`sub` = 'source' or 'target' picks the synthetic variant)."""
+  if name == 'synthetic':
     from ptmjax.data import synthetic
 
-    s = config.data.synthetic
-    d = synthetic.splits(s.num_proteins, s.seed, s.variant)
-  else:
-    d = ptmjax.data.load(config.data.name, config.data.data_dir, config.data.get('config') or None)
-  if split not in d:
-    raise ValueError(f'split {split!r} not in {config.data.name} ({sorted(d)})')
-  return d[split]
+    s = data_cfg.synthetic
+    variant = sub or s.variant
+    prefix = 'SRC' if variant == 'source' else 'SYN'
+    return synthetic.splits(s.num_proteins, s.seed, variant, prefix)
+  import ptmjax.data
+
+  return ptmjax.data.load(name, data_cfg.data_dir, sub or None)
+
+
+def examples(data_cfg, spec: str) -> list:
+  """Examples of 'name[/config]:split[+split...]', e.g. 'ptmdb/all:train' or 'yaam:train+unlabeled'."""
+  if ':' not in spec:
+    raise ValueError(f"dataset spec {spec!r} must look like 'name[/config]:split'")
+  full, splits = spec.rsplit(':', 1)
+  name, _, sub = full.partition('/')
+  d = open_dataset(data_cfg, name, sub)
+  out = []
+  for split in splits.split('+'):
+    if split not in d:
+      raise ValueError(f'{spec}: split {split!r} not in {full} ({sorted(d)})')
+    out.extend(d[split][i] for i in range(len(d[split])))
+  return out
+
+
+def main_spec(data_cfg, split: str) -> str:
+  sub = data_cfg.get('config') or ''
+  if data_cfg.name == 'synthetic':
+    sub = sub or data_cfg.synthetic.variant
+  return f'{data_cfg.name}{"/" + sub if sub else ""}:{split}'
+
+
+def training_examples(data_cfg) -> tuple[list, dict]:
+  """The training split plus `data.extra` datasets, less homologs of `data.exclude_homologs_of`.
+
+  Returns:
+    (examples, info) where info counts proteins per source and those removed.
+  """
+  specs = [main_spec(data_cfg, data_cfg.train_split), *data_cfg.get('extra', ())]
+  parts = {spec: examples(data_cfg, spec) for spec in specs}
+  info = {'sources': {k: len(v) for k, v in parts.items()}}
+  train = [ex for part in parts.values() for ex in part]
+  exclude = data_cfg.get('exclude_homologs_of') or ''
+  if exclude:
+    from ptmjax.data import homology
+
+    refs = {
+      f'ref{i}': pipeline._text(ex['sequence']) for i, ex in enumerate(examples(data_cfg, exclude))
+    }
+    train, removed = homology.remove_homologs(train, refs)
+    info['homologs_removed'] = len(removed)
+    info['homologs_of'] = exclude
+    log.info('removed %d training proteins homologous to %s', len(removed), exclude)
+  info['proteins'] = len(train)
+  return train, info
 
 
 def label_stats(source, candidates) -> tuple[np.ndarray, np.ndarray]:
@@ -267,10 +313,13 @@ def train(config, workdir) -> dict:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
 
   # ---- Data -----------------------------------------------------------------------
-  train_source = load_examples(config, config.data.train_split)
+  train_source, data_info = training_examples(config.data)
   candidates = config.data.candidates
   if candidates == 'auto':
     candidates = pipeline.derive_candidates(train_source)
+  elif isinstance(candidates, str):  # 'phosphorylation=STY,acetylation=K'
+    pairs = [kv.split('=') for kv in candidates.split(',') if kv.strip()]
+    candidates = {k.strip(): v.strip().upper() for k, v in pairs}
   candidates = dict(candidates or {})
   tokenizer = tok.TOKENIZERS[config.model.get('tokenizer', 'esm')]()
   model_cfg = ModelConfig.from_dict({k: v for k, v in config.model.items() if k != 'tokenizer'})
@@ -295,11 +344,16 @@ def train(config, workdir) -> dict:
   channels = list(config.loss.channels or ptm_types.PTM_NAMES)
   channel_mask = np.isin(np.array(ptm_types.PTM_NAMES), channels)
   pos_weight = config.loss.pos_weight
+  if pos_weight == 'auto' and not config.loss.ptm_weight:
+    pos_weight = 1.0  # no PTM loss: nothing to weigh
+  elif isinstance(pos_weight, str) and pos_weight != 'auto':
+    pos_weight = float(pos_weight)  # '5' from the command line
   if pos_weight == 'auto':
     pos, neg = label_stats(train_source, candidates)
     pos_weight = np.minimum(neg / np.maximum(pos, 1), config.loss.max_pos_weight).astype(np.float32)
   pos_weight = np.broadcast_to(np.asarray(pos_weight, np.float32), (ptm_types.NUM_TYPES,))
   run_info = {
+    'data': data_info,
     'candidates': candidates,
     'pos_weight': dict(zip(ptm_types.PTM_NAMES, map(float, pos_weight), strict=True)),
     'model': model_cfg.to_dict(),
@@ -321,9 +375,9 @@ def train(config, workdir) -> dict:
   data_iter = pipeline.Iterator(pipe)
   eval_examples = []
   if config.eval.every_steps:
-    src = load_examples(config, config.data.eval_split)
+    src = examples(config.data, main_spec(config.data, config.data.eval_split))
     n = min(len(src), config.eval.max_proteins or len(src))
-    eval_examples = [src[i] for i in range(n)]
+    eval_examples = src[:n]
 
   # ---- Model, optimizer and their shardings ------------------------------------------
   num_devices = config.sharding.get('num_devices', 0)
@@ -436,6 +490,7 @@ def train(config, workdir) -> dict:
   )
   window = {'loss': [], 'residues': 0, 'time': time.perf_counter(), 'tokens': 0, 'real': 0}
   last_eval: dict = {}
+  thresholds: dict = {}
 
   def save(manager, step, extra_metrics=None):
     manager.save(
@@ -517,6 +572,8 @@ def train(config, workdir) -> dict:
       'config': json.loads(config.to_json_best_effort()),
       'step': total,
       'candidates': candidates,
+      'channels': channels,
+      'thresholds': thresholds,  # best F1 on the last validation pass
       'metrics': last_eval,
     },
   )

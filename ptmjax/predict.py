@@ -1,0 +1,111 @@
+"""PTM-site probabilities for new proteins from a trained model folder.
+
+    ptmjax predict --checkpoint runs/quickstart/final --fasta new.fasta --out preds.tsv
+
+From Python:
+
+    from ptmjax import predict
+    p = predict.Predictor('runs/quickstart/final')
+    probs = p.predict({'P1': 'MKSPEELRRSS'})  # {'P1': float32 [11, channels]}, NaN off-candidate
+
+A channel scores only its candidate residues (those it was trained on, stored
+with the checkpoint: S/T/Y for phosphorylation, K for acetylation, ...); other
+residues get NaN in Python and `NA` in the TSV. Long proteins go through the
+stitched windows of `ptmjax.inference`.
+"""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+
+import jax
+import numpy as np
+
+from ptmjax import checkpoint as ckpt
+from ptmjax import inference
+from ptmjax.data import ptm_types
+
+
+class Predictor:
+  """A model folder loaded once; `predict` takes {id: sequence}."""
+
+  def __init__(self, checkpoint, *, channels=None, dtype: str | None = None):
+    overrides = {'dtype': dtype} if dtype else {}
+    self.model, self.tokenizer, self.meta = ckpt.load_model(checkpoint, **overrides)
+    self.model.eval()
+    info = self.meta.get('info', {})
+    self.candidates: dict = info.get('candidates') or {}
+    self.thresholds: dict = info.get('thresholds') or {}
+    trained = info.get('channels') or [c for c in ptm_types.PTM_NAMES if c in self.candidates]
+    if not trained:
+      raise ValueError(
+        f'{checkpoint}: no trained PTM channels recorded (a converted language model has no '
+        'PTM head yet; fine-tune it with `ptmjax train` first)'
+      )
+    unknown = sorted(set(channels or ()) - set(trained))
+    if unknown:
+      raise ValueError(f'channels {unknown} not trained in {checkpoint}; it has {trained}')
+    self.channels = list(channels or trained)
+    # Windows as long as the training crops: what evaluation used and the model saw.
+    self.max_len = info.get('config', {}).get('data', {}).get('max_len')
+
+  def predict(
+    self, proteins: dict[str, str], *, max_len=None, stride=None, progress=False
+  ) -> dict[str, np.ndarray]:
+    """{id: float32 [length, len(self.channels)]} probabilities, NaN on non-candidates."""
+    ids = list(proteins)
+    seqs = [proteins[i].upper() for i in ids]
+    outs, self.stats = inference.run(
+      self.model,
+      self.tokenizer,
+      seqs,
+      outputs=('ptm',),
+      max_len=max_len or self.max_len,
+      stride=stride,
+      progress=progress,
+    )
+    cols = [ptm_types.INDEX[c] for c in self.channels]
+    result = {}
+    for pid, seq, out in zip(ids, seqs, outs, strict=True):
+      probs = np.array(jax.nn.sigmoid(out['ptm'][:, cols]), np.float32)
+      letters = np.array(list(seq))
+      for j, c in enumerate(self.channels):
+        cand = self.candidates.get(c)
+        if cand:
+          probs[~np.isin(letters, list(cand)), j] = np.nan
+      result[pid] = probs
+    return result
+
+  def write_tsv(self, proteins: dict[str, str], probs: dict[str, np.ndarray], out, *, calls=False):
+    """One row per residue: id, 1-based position, residue, a probability per channel
+    (`NA` off-candidate) and, with `calls`, 0/1 at the checkpoint's validation threshold."""
+    missing = [c for c in self.channels if c not in self.thresholds]
+    if calls and missing:
+      raise ValueError(f'no stored threshold for {missing}; run without --calls')
+    with open(out, 'w', newline='') as f:
+      w = csv.writer(f, delimiter='\t', lineterminator='\n')
+      header = ['protein', 'position', 'residue', *self.channels]
+      w.writerow(header + ([f'{c}_call' for c in self.channels] if calls else []))
+      for pid, seq in proteins.items():
+        p = probs[pid]
+        for i, aa in enumerate(seq.upper()):
+          row = [pid, i + 1, aa] + ['NA' if np.isnan(v) else f'{v:.4f}' for v in p[i]]
+          if calls:
+            row += [
+              'NA' if np.isnan(v) else int(v >= self.thresholds[c])
+              for v, c in zip(p[i], self.channels, strict=True)
+            ]
+          w.writerow(row)
+
+
+def predict_fasta(
+  checkpoint, fasta, out, *, calls=False, channels=None, max_len=None, stride=None, progress=True
+):
+  """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
+  proteins = dict(inference.read_proteins(fasta))
+  p = Predictor(checkpoint, channels=channels)
+  probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
+  pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+  p.write_tsv(proteins, probs, out, calls=calls)
+  return p.stats, p.channels
