@@ -39,6 +39,10 @@ ARM_LABELS = {
 }
 
 
+def seeds_of(config) -> list[int]:
+  return [int(x) for x in str(config.seeds).split(',') if x.strip()]
+
+
 # --- training the stages -----------------------------------------------------------------
 def _stage_config(stage, *, seed, data_dir, init):
   c = ml_collections.ConfigDict(stage.to_dict())
@@ -87,7 +91,7 @@ def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict]:
   """{(arm, seed): (final model folder, run work dir)} plus the stage-1 runs."""
   init = initial_weights(config, workdir)
   runs = {}
-  for seed in config.seeds:
+  for seed in seeds_of(config):
     d = workdir / f'seed{seed}'
     kw = dict(seed=seed, data_dir=config.data_dir)
     runs['single', seed] = _train(config.single, d / 'single', f'single/{seed}', init=init, **kw)
@@ -364,7 +368,7 @@ def write_report(outdir, config, results, info, files, separation, command, wall
     f'- Command: `{command}`',
     f'- Git revision: `{info["git"]}`; wall time {wall_s / 60:.1f} min (all stages and this '
     f'report); machine: {info["machine"]}',
-    f'- Seeds: {list(config.seeds)}; every arm starts from the same weights ({info["init"]}).',
+    f'- Seeds: {seeds_of(config)}; every arm starts from the same weights ({info["init"]}).',
     f'- Evaluation: `{info["target"]}` (the stage-2 dataset), {info["test_proteins"]} proteins; '
     f'thresholds for F1/MCC chosen on validation ({info["val_proteins"]} proteins). '
     f'Intervals: {config.report.bootstrap} bootstrap resamples of test proteins, '
@@ -415,6 +419,7 @@ def write_report(outdir, config, results, info, files, separation, command, wall
 def run(config, workdir, command: str = '') -> pathlib.Path:
   """Trains what is missing, scores everything, writes WORKDIR/report; returns report.md."""
   t0 = time.time()
+  git = _git_rev()  # the code that trains, not whatever is checked out when it ends
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'compare_config.json').write_text(config.to_json_best_effort(indent=2))
@@ -422,7 +427,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
 
   val, test = _examples(config, 'validation'), _examples(config, config.report.split)
   flat_val, flat_test = _flat(val), _flat(test)
-  single_info = json.loads((models['single', config.seeds[0]].parent / 'run_info.json').read_text())
+  single_info = json.loads(
+    (models['single', seeds_of(config)[0]].parent / 'run_info.json').read_text()
+  )
   candidates = single_info['candidates']
   mods = [ptm_types.PTM_NAMES[c] for c in ptm_types.MODIFICATION_CHANNELS]
   channels = [
@@ -450,7 +457,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
 
   results = compare(config, flat_val, flat_test, scores, candidates, channels, mods)
   k = config.report.pca_proteins
-  seed0 = config.seeds[0]
+  seed0 = seeds_of(config)[0]
   sep_models = {'initial encoder': init, 'after stage 1 (ptmDB)': models['stage1', seed0]}
   sep_models['after stage 2 (two-stage)'] = models['two', seed0]
   sep_models['single-stage'] = models['single', seed0]
@@ -465,7 +472,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
 
   stage1_info = json.loads((models['stage1', seed0].parent / 'run_info.json').read_text())
   info = {
-    'git': _git_rev(),
+    'git': git,
     'machine': _machine(),
     'init': str(init),
     'test_proteins': len(test),

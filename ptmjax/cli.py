@@ -102,10 +102,16 @@ def _config(path: str, rest: list[str]):
   if bad:
     raise SystemExit(f'unknown arguments {bad}; overrides look like --config.optim.lr=3e-4')
   values = flags.FlagValues()
+  argv = ['ptmjax', f'--config={path}', *rest]
   config_flags.DEFINE_config_file(
-    'config', None, 'ml_collections config file[:arg]', flag_values=values, lock_config=True
+    'config',
+    None,
+    'ml_collections config file[:arg]',
+    flag_values=values,
+    lock_config=True,
+    sys_argv=argv,  # else the overrides are looked up in sys.argv (wrong when called in-process)
   )
-  values(['ptmjax', f'--config={path}', *rest])
+  values(argv)
   return values.config
 
 
@@ -168,10 +174,11 @@ def _quickstart(args, rest) -> int:
   final = workdir / 'final'
   if final.exists():
     shutil.rmtree(final)
-  shutil.copytree(workdir / f'seed{config.seeds[0]}' / 'two' / 'final', final)
+  seed = compare_stages.seeds_of(config)[0]
+  shutil.copytree(workdir / f'seed{seed}' / 'two' / 'final', final)
   print(f'done in {time.time() - t:.0f} s')
   print(f'report:      {path}')
-  print(f'final model: {final} (two-stage, seed {config.seeds[0]})')
+  print(f'final model: {final} (two-stage, seed {seed})')
   print(f'next:        ptmjax predict --checkpoint {final} --fasta YOUR.fasta --out preds.tsv')
   return 0
 

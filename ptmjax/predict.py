@@ -79,23 +79,22 @@ class Predictor:
 
   def write_tsv(self, proteins: dict[str, str], probs: dict[str, np.ndarray], out, *, calls=False):
     """One row per residue: id, 1-based position, residue, a probability per channel
-    (`NA` off-candidate) and, with `calls`, 0/1 at the checkpoint's validation threshold."""
-    missing = [c for c in self.channels if c not in self.thresholds]
-    if calls and missing:
-      raise ValueError(f'no stored threshold for {missing}; run without --calls')
+    (`NA` off-candidate) and, with `calls`, 0/1 at the checkpoint's validation threshold
+    for every channel that has one (channels evaluated during training)."""
+    called = [(j, c) for j, c in enumerate(self.channels) if c in self.thresholds] if calls else []
+    if calls and not called:
+      raise ValueError('the checkpoint stores no thresholds (it was never evaluated); drop --calls')
     with open(out, 'w', newline='') as f:
       w = csv.writer(f, delimiter='\t', lineterminator='\n')
       header = ['protein', 'position', 'residue', *self.channels]
-      w.writerow(header + ([f'{c}_call' for c in self.channels] if calls else []))
+      w.writerow(header + [f'{c}_call' for _, c in called])
       for pid, seq in proteins.items():
         p = probs[pid]
         for i, aa in enumerate(seq.upper()):
           row = [pid, i + 1, aa] + ['NA' if np.isnan(v) else f'{v:.4f}' for v in p[i]]
-          if calls:
-            row += [
-              'NA' if np.isnan(v) else int(v >= self.thresholds[c])
-              for v, c in zip(p[i], self.channels, strict=True)
-            ]
+          row += [
+            'NA' if np.isnan(p[i, j]) else int(p[i, j] >= self.thresholds[c]) for j, c in called
+          ]
           w.writerow(row)
 
 

@@ -23,6 +23,17 @@ def shared_data() -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope='session')
+def real_tfds(shared_data, tmp_path_factory):
+  """YAAM and ptmDB/all built once from the real shared files: (data_dir, yaam, ptmdb builders)."""
+  from ptmjax.data import dataset
+
+  data_dir = tmp_path_factory.mktemp('tfds')
+  yaam = dataset.build('yaam', shared_data, data_dir)
+  ptmdb = dataset.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
+  return data_dir, yaam, ptmdb
+
+
 # --- tiny Hugging Face checkpoints, made here (nothing can be downloaded) -----------
 def _perturb(model, seed):
   """Random LayerNorm/bias values, so a conversion that dropped them would show."""

@@ -104,10 +104,8 @@ def test_splits_are_deterministic(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def real_builds(shared_data, tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp('tfds')
-  yaam = dataset.build('yaam', shared_data, data_dir)
-  ptmdb = dataset.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
+def real_builds(real_tfds):
+  _, yaam, ptmdb = real_tfds
   return (
     _rows(yaam.as_data_source()),
     yaam.info.metadata,

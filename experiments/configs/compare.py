@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   base = 'tiny' if size == 'quickstart' else size
   c = ml_collections.ConfigDict()
   c.size = size
-  c.seeds = (0, 1, 2)
+  c.seeds = '0,1,2'  # comma-separated (a string so --config.seeds=0 works)
   c.data_dir = 'tfds_data'
   c.init_path = ''  # a model folder to start every arm from (skips stage 0)
   c.count_pretask = False
@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     stage.progress = False
 
   if size == 'tiny':  # CI: every stage runs a few steps
-    c.seeds = (0,)
+    c.seeds = '0'
     c.count_pretask = True
     c.report.bootstrap = 50
     c.report.pca_proteins = 20
@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.count_pretask = True
     c.report.bootstrap = 300
   elif size == 'quickstart':
-    c.seeds = (0, 1)
+    c.seeds = '0,1'
     c.stage0.enabled = False  # random synthetic sequences have nothing to pretrain on
     c.report.update(bootstrap=500, min_test_sites=10, pca_proteins=50)
     c.report.channels = ('phosphorylation', 'acetylation')

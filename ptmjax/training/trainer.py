@@ -342,18 +342,22 @@ def train(config, workdir) -> dict:
     }
     model_cfg = ModelConfig.from_dict({**meta['model'], **keep})
   channels = list(config.loss.channels or ptm_types.PTM_NAMES)
-  channel_mask = np.isin(np.array(ptm_types.PTM_NAMES), channels)
   pos_weight = config.loss.pos_weight
+  if config.loss.ptm_weight or config.loss.count_weight:
+    # Only channels with both classes in the training data are trained and reported.
+    pos, neg = label_stats(train_source, candidates)
+    channels = [c for c in channels if pos[ptm_types.INDEX[c]] and neg[ptm_types.INDEX[c]]]
+  channel_mask = np.isin(np.array(ptm_types.PTM_NAMES), channels)
   if pos_weight == 'auto' and not config.loss.ptm_weight:
     pos_weight = 1.0  # no PTM loss: nothing to weigh
   elif isinstance(pos_weight, str) and pos_weight != 'auto':
     pos_weight = float(pos_weight)  # '5' from the command line
   if pos_weight == 'auto':
-    pos, neg = label_stats(train_source, candidates)
     pos_weight = np.minimum(neg / np.maximum(pos, 1), config.loss.max_pos_weight).astype(np.float32)
   pos_weight = np.broadcast_to(np.asarray(pos_weight, np.float32), (ptm_types.NUM_TYPES,))
   run_info = {
     'data': data_info,
+    'channels': channels,
     'candidates': candidates,
     'pos_weight': dict(zip(ptm_types.PTM_NAMES, map(float, pos_weight), strict=True)),
     'model': model_cfg.to_dict(),

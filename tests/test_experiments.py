@@ -1,0 +1,123 @@
+"""Every experiment config in a tiny form, the quickstart, and `ptmjax predict`."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO
+
+from ptmjax import checkpoint, cli, predict
+from ptmjax.data import ptm_types, synthetic
+
+
+def _shrink(stage, steps=4):
+  stage.optim.update(total_steps=steps, warmup_steps=1)
+  stage.eval.update(every_steps=0)
+  stage.log_every_steps = 2
+  stage.progress = False
+
+
+@pytest.fixture(scope='module')
+def quickstart_dir(tmp_path_factory):
+  """`ptmjax quickstart` with every stage cut to a few steps (the full one takes minutes)."""
+  workdir = tmp_path_factory.mktemp('quickstart')
+  overrides = ['--config.seeds=0', '--config.report.bootstrap=20']
+  for stage in ('stage1', 'stage2', 'single'):
+    overrides += [
+      f'--config.{stage}.optim.total_steps=4',
+      f'--config.{stage}.eval.every_steps=2',
+      f'--config.{stage}.log_every_steps=2',
+    ]
+  assert cli.main(['quickstart', '--workdir', str(workdir), *overrides]) == 0
+  return workdir
+
+
+def test_quickstart_leaves_report_and_final_model(quickstart_dir):
+  report = (quickstart_dir / 'report' / 'report.md').read_text()
+  assert 'two-stage' in report and 'residue identity' in report
+  for png in ('roc_pr.png', 'probability_histograms.png', 'serine_pca.png', 'learning_curves.png'):
+    assert (quickstart_dir / 'report' / png).stat().st_size > 10_000
+  results = json.loads((quickstart_dir / 'report' / 'results.json').read_text())
+  phos = results['results']['phosphorylation']
+  assert set(phos['arms']) == {'identity', 'logreg', 'single', 'two'}
+  lo, hi = phos['arms']['two']['auroc_ci']
+  assert lo <= phos['arms']['two']['auroc'] <= hi
+  meta = checkpoint.read_meta(quickstart_dir / 'final')
+  assert meta['info']['candidates']['phosphorylation'] == 'STY'
+  assert set(meta['info']['thresholds']) >= {'phosphorylation', 'acetylation'}
+
+
+def test_predict_long_protein_and_calls(quickstart_dir, tmp_path):
+  """A protein longer than the training windows (256 tokens): every residue predicted once,
+  equal to the model on that protein's windows; NA off-candidate; calls at the threshold."""
+  final = quickstart_dir / 'final'
+  p = predict.Predictor(final)
+  assert p.max_len == 256
+  seqs = {s['id'].decode(): s['sequence'].decode() for s in synthetic.generate(3, seed=5)}
+  long_id = 'LONG'
+  seqs[long_id] = (''.join(seqs.values()) * 3)[:700]
+  fasta = tmp_path / 'in.fasta'
+  fasta.write_text(''.join(f'>{k} test\n{v.lower()}\n' for k, v in seqs.items()))
+  out = tmp_path / 'preds.tsv'
+  assert cli.main(['predict', '--checkpoint', str(final), '--fasta', str(fasta),
+                   '--out', str(out), '--calls']) == 0  # fmt: skip
+  rows = list(csv.DictReader(out.open(), delimiter='\t'))
+  assert len(rows) == sum(len(v) for v in seqs.values())
+  long_rows = [r for r in rows if r['protein'] == long_id]
+  assert [int(r['position']) for r in long_rows] == list(range(1, 701))
+  assert ''.join(r['residue'] for r in long_rows) == seqs[long_id]
+  for r in rows:
+    if r['residue'] in 'STY':
+      prob = float(r['phosphorylation'])
+      assert 0 < prob < 1
+      assert r['phosphorylation_call'] == str(int(prob >= p.thresholds['phosphorylation']))
+    else:
+      assert r['phosphorylation'] == 'NA' and r['phosphorylation_call'] == 'NA'
+  # A short protein equals a direct forward pass of the model.
+  short_id = next(iter(seqs))
+  tokens, _ = p.tokenizer.batch([seqs[short_id]])
+  logits = p.model(tokens, heads=('ptm',))['ptm'][0]
+  direct = jax.nn.sigmoid(p.tokenizer.token_outputs_to_residues(logits, len(seqs[short_id])))
+  got = p.predict({short_id: seqs[short_id]})[short_id]
+  col = p.channels.index('phosphorylation')
+  sty = np.isin(list(seqs[short_id]), list('STY'))
+  np.testing.assert_allclose(
+    got[sty, col], direct[sty, ptm_types.INDEX['phosphorylation']], atol=1e-5
+  )
+
+
+def test_predict_bad_fasta_names_the_record(quickstart_dir, tmp_path):
+  fasta = tmp_path / 'bad.fasta'
+  fasta.write_text('>ok\nMKS\n>broken\nMK1S\n')
+  proc = subprocess.run(
+    [sys.executable, '-m', 'ptmjax.cli', 'predict', '--checkpoint', str(quickstart_dir / 'final'),
+     '--fasta', str(fasta), '--out', str(tmp_path / 'x.tsv')],
+    capture_output=True, text=True, cwd=REPO,
+  )  # fmt: skip
+  assert proc.returncode == 2
+  assert f"{fasta}:3: record 'broken'" in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_compare_tiny_on_real_data(real_tfds, tmp_path):
+  """compare.py:tiny runs every stage config (pretrain, ptmdb, yaam, count pre-task) for a
+  few steps on the real builds and writes the report, with the homology filter counted."""
+  data_dir, _, _ = real_tfds
+  assert (
+    cli.main(['compare', '--config', str(REPO / 'experiments/configs/compare.py:tiny'),
+              '--workdir', str(tmp_path), f'--config.data_dir={data_dir}'])
+    == 0
+  )  # fmt: skip
+  results = json.loads((tmp_path / 'report' / 'results.json').read_text())
+  assert results['info']['homologs_removed'] == 398
+  assert set(results['results']['phosphorylation']['arms']) == {
+    'identity', 'logreg', 'single', 'two', 'count'
+  }  # fmt: skip
+  # The identity baseline's number is fixed by the data: S/T/Y rates from YAAM train.
+  assert 0.6 < results['results']['phosphorylation']['arms']['identity']['auroc'] < 0.7
+  stage0 = json.loads((tmp_path / 'stage0' / 'run_info.json').read_text())
+  assert stage0['data']['sources'] == {'yaam:train+unlabeled': 3890 + 1121, 'ptmdb/all:train': 7400}
+  assert 'mlm_loss' in (tmp_path / 'stage0' / 'metrics.jsonl').read_text()
