@@ -153,6 +153,22 @@ def _compare(args, rest) -> int:
   return 0
 
 
+def _sweep(args, rest) -> int:
+  from experiments import sweep
+
+  config = _config(args.config, rest)
+  command = ' '.join(
+    ['ptmjax sweep', f'--config {args.config}', f'--workdir {args.workdir}', *rest]
+  )
+  try:
+    path = sweep.run(config, args.workdir, command)
+  except sweep.SweepError as e:
+    print(f'ptmjax sweep: {e}', file=sys.stderr)
+    return 2
+  print(f'results: {path}')
+  return 0
+
+
 def _quickstart(args, rest) -> int:
   import pathlib
   import shutil
@@ -290,6 +306,15 @@ def main(argv=None) -> int:
   cp.add_argument('--config', required=True, help='e.g. experiments/configs/compare.py:small')
   cp.add_argument('--workdir', required=True, help='one sub-directory per stage, report/')
   cp.set_defaults(fn=_compare, takes_rest=True)
+
+  sw = sub.add_parser(
+    'sweep',
+    help='random/grid hyper-parameter search, resumable (experiments/configs/sweep.py)',
+    allow_abbrev=False,
+  )
+  sw.add_argument('--config', required=True, help='e.g. experiments/configs/sweep.py:small')
+  sw.add_argument('--workdir', required=True, help='plan.json, trial_NNN/, results.md')
+  sw.set_defaults(fn=_sweep, takes_rest=True)
 
   q = sub.add_parser(
     'quickstart',
