@@ -169,6 +169,21 @@ def _sweep(args, rest) -> int:
   return 0
 
 
+BENCHMARKS = {
+  'train': 'train_throughput',
+  'packing': 'packing',
+  'inference': 'inference',
+  'scaling': 'scaling',
+}
+
+
+def _bench(args, rest) -> int:
+  import importlib
+
+  module = importlib.import_module(f'experiments.benchmarks.{BENCHMARKS[args.name]}')
+  return module.main(rest)
+
+
 def _quickstart(args, rest) -> int:
   import pathlib
   import shutil
@@ -315,6 +330,16 @@ def main(argv=None) -> int:
   sw.add_argument('--config', required=True, help='e.g. experiments/configs/sweep.py:small')
   sw.add_argument('--workdir', required=True, help='plan.json, trial_NNN/, results.md')
   sw.set_defaults(fn=_sweep, takes_rest=True)
+
+  be = sub.add_parser(
+    'bench',
+    help='speed benchmarks: train (vs PyTorch), packing, inference, scaling; '
+    '`ptmjax bench NAME --help` for options',
+    allow_abbrev=False,
+    add_help=False,  # --help goes to the benchmark's own parser
+  )
+  be.add_argument('name', choices=tuple(BENCHMARKS))
+  be.set_defaults(fn=_bench, takes_rest=True)
 
   q = sub.add_parser(
     'quickstart',

@@ -9,7 +9,9 @@ batches an uninterrupted one would. (grain's streaming packers are
 per-process and their state is harder to make identical across processes;
 grain does the random-access reading and per-example preprocessing here.)
 
-Two batch modes:
+Three batch modes:
+* 'pad': one protein per row, every row padded to `max_len` (the baseline
+  the packing benchmark compares against).
 * 'bucket': proteins of similar length share a batch (sorted within pools of
   32 batches), padded to a multiple of 64 tokens; one protein per row.
 * 'pack': rows of `max_len` tokens filled first-fit with several proteins,
@@ -55,7 +57,7 @@ class Pipeline:
     tokenizer: the model's tokenizer.
     batch_size: global rows per batch (all processes together).
     max_len: tokens per protein / per packed row, specials included.
-    mode: 'bucket' or 'pack'.
+    mode: 'pad', 'bucket' or 'pack'.
     seed: shuffling and cropping seed.
     crop: 'random' or 'start'.
     max_segments: most proteins in one packed row.
@@ -76,8 +78,8 @@ class Pipeline:
     process_index: int = 0,
     process_count: int = 1,
   ):
-    if mode not in ('bucket', 'pack'):
-      raise ValueError(f"mode must be 'bucket' or 'pack', not {mode!r}")
+    if mode not in ('pad', 'bucket', 'pack'):
+      raise ValueError(f"mode must be 'pad', 'bucket' or 'pack', not {mode!r}")
     if crop not in ('random', 'start'):
       raise ValueError(f"crop must be 'random' or 'start', not {crop!r}")
     if batch_size % process_count:
@@ -113,7 +115,15 @@ class Pipeline:
     perm = self._rng(epoch, 0).permutation(len(self.lengths))
     crops = {int(i): self._crop(epoch, int(i)) for i in perm}
     special = self.tokenizer.num_special
-    if self.mode == 'bucket':
+    if self.mode == 'pad':
+      batches = [
+        Plan(
+          self.max_len, tuple(((int(i), *crops[int(i)]),) for i in perm[b : b + self.batch_size])
+        )
+        for b in range(0, len(perm) - self.batch_size + 1, self.batch_size)
+      ]
+      plans = batches
+    elif self.mode == 'bucket':
       pool = self.batch_size * 32
       batches = []
       for p in range(0, len(perm), pool):
