@@ -267,6 +267,7 @@ def write_results(workdir: pathlib.Path, config, results: list[dict], command: s
 
 def _plot(path, metric, names, results):
   import matplotlib
+  import matplotlib.ticker
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -281,6 +282,7 @@ def _plot(path, metric, names, results):
       ax.scatter(xs, y, s=25)
       if name in LOG_SCALE and min(xs) > 0:
         ax.set_xscale('log')
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # unreadable overlap
     else:  # categorical, e.g. pos_weight='auto'
       cats = sorted({str(x) for x in xs})
       ax.scatter([cats.index(str(x)) for x in xs], y, s=25)
