@@ -41,7 +41,7 @@ def pick_batch(proteins, length: int, tokens: int):
   return common.batch_of(proteins, rows, length), b * n
 
 
-def torch_step(size: str, batch: dict, threads: int):
+def torch_step(size: str, batch: dict, threads: int, dtype: str = 'float32'):
   """A closure running one PyTorch training step on `batch`."""
   import torch
   import transformers
@@ -65,19 +65,25 @@ def torch_step(size: str, batch: dict, threads: int):
     model = transformers.EsmForTokenClassification._from_config(cfg, attn_implementation='sdpa')
   except (ValueError, ImportError):  # an older transformers without SDPA for ESM
     model = transformers.EsmForTokenClassification(cfg)
-  model.train()
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'  # beside a GPU JAX, a GPU PyTorch
+  model.to(device).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-  ids = torch.as_tensor(batch['tokens'], dtype=torch.long)
-  attn = torch.as_tensor(batch['segment_ids'] > 0, dtype=torch.long)
+  ids = torch.as_tensor(batch['tokens'], dtype=torch.long, device=device)
+  attn = torch.as_tensor(batch['segment_ids'] > 0, dtype=torch.long, device=device)
   labels = batch['labels'].astype(np.float32)
   cand = losses.candidate_table(t, CANDIDATES)[batch['tokens']]
   channel = np.isin(np.array(ptm_types.PTM_NAMES), list(CANDIDATES))
-  weights = torch.as_tensor(cand & (labels >= 0) & channel, dtype=torch.float32)
-  targets = torch.as_tensor(np.clip(labels, 0, 1) * 0.95 + 0.025, dtype=torch.float32)
-  pos_weight = torch.full((ptm_types.NUM_TYPES,), 10.0)
+  weights = torch.as_tensor(cand & (labels >= 0) & channel, dtype=torch.float32, device=device)
+  targets = torch.as_tensor(
+    np.clip(labels, 0, 1) * 0.95 + 0.025, dtype=torch.float32, device=device
+  )
+  pos_weight = torch.full((ptm_types.NUM_TYPES,), 10.0, device=device)
+
+  bf16 = dtype == 'bfloat16'  # ptmjax: bf16 compute, fp32 parameters; here: autocast
 
   def step():
-    logits = model(input_ids=ids, attention_mask=attn).logits
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+      logits = model(input_ids=ids, attention_mask=attn).logits.float()
     per = torch.nn.functional.binary_cross_entropy_with_logits(
       logits, targets, weight=weights, pos_weight=pos_weight, reduction='sum'
     )
@@ -88,7 +94,7 @@ def torch_step(size: str, batch: dict, threads: int):
     opt.zero_grad(set_to_none=True)
     return loss.item()
 
-  return step, getattr(model.config, '_attn_implementation', 'eager')
+  return step, f'{getattr(model.config, "_attn_implementation", "eager")} on {device}'
 
 
 def main(argv=None) -> int:
@@ -126,7 +132,7 @@ def main(argv=None) -> int:
         'ptmjax_compile_s': j['first_call_s'] - j['median_s'], 'ptmjax_timing': j,
       }  # fmt: skip
       if not args.no_torch:
-        step, attn = torch_step(size, batch, threads)
+        step, attn = torch_step(size, batch, threads, args.dtype)
         t = common.timed(step, warmup=args.warmup, reps=args.reps)
         row.update(
           torch_res_s=residues / t['median_s'], torch_step_s=t['median_s'],
