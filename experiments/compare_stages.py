@@ -423,6 +423,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'compare_config.json').write_text(config.to_json_best_effort(indent=2))
+  # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
+  earlier_s = _timing_total(workdir)
   init, models = train_arms(config, workdir)
 
   val, test = _examples(config, 'validation'), _examples(config, config.report.split)
@@ -483,11 +485,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'target': trainer.main_spec(config.single.data, config.report.split),
     'stage1_proteins_before': sum(stage1_info['data']['sources'].values()),
   }
-  wall = (
-    time.time()
-    - t0
-    + sum(sum(json.loads(f.read_text()).values()) for f in workdir.rglob('timing.json'))
-  )
+  wall = time.time() - t0 + earlier_s
   write_report(outdir, config, results, info, files, separation, command, wall)
   payload = {
     'results': results,
@@ -498,6 +496,10 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   }
   (outdir / 'results.json').write_text(json.dumps(payload, indent=2) + '\n')
   return outdir / 'report.md'
+
+
+def _timing_total(workdir: pathlib.Path) -> float:
+  return sum(sum(json.loads(f.read_text()).values()) for f in workdir.rglob('timing.json'))
 
 
 def _git_rev() -> str:
