@@ -8,7 +8,7 @@ from flax import nnx
 
 from ptmjax import sharding as shd
 from ptmjax.data import tokenizer as tok
-from ptmjax.models import ModelConfig, PtmModel, create_model, num_params
+from ptmjax.models import ModelConfig, PtmModel, create_model, encoder, num_params
 from ptmjax.models.encoder import segment_positions
 
 ESM_TINY = ModelConfig(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=48, head_dim=16, max_len=64)
@@ -172,10 +172,13 @@ def test_remat_gives_same_gradients():
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
 
 
+@pytest.mark.parametrize('heads', [1, 2, 4], ids=lambda g: f'{g}-heads-per-block')
 @pytest.mark.parametrize('cfg', [ESM_TINY, BERT_TINY], ids=['esm', 'bert'])
-def test_rows_attention_equals_batched(cfg):
-  """The CPU attention path (per row, flash-style backward) gives the batched path's
-  outputs and gradients, on packed rows with padding."""
+def test_rows_attention_equals_batched(cfg, heads, monkeypatch):
+  """The CPU attention path (blocks of heads, flash-style backward) gives the batched
+  path's outputs and gradients, on packed rows with padding, whatever the block size."""
+  monkeypatch.setattr(encoder, 'BLOCK_BYTES', heads * 4 * 40 * 40)  # `heads` [40, 40] blocks
+  assert encoder._heads_per_block(cfg.num_heads, 40, encoder.BLOCK_BYTES) == heads
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(5, 25, (3, 40)), jnp.int32)
   seg = np.ones((3, 40), np.int32)
