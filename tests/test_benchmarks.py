@@ -24,12 +24,33 @@ def test_bench_smoke(name, tmp_path, shared_data):
   if name == 'train':
     (row,) = payload['rows']
     assert row['residues'] == 2 * 62 and row['ptmjax_res_s'] > 0 and row['torch_res_s'] > 0
+    assert len(row['ratios']) == row['ptmjax_timing']['reps'] == row['torch_timing']['reps']
   elif name == 'packing':
     assert [r['mode'] for r in payload['rows']] == ['pad', 'bucket', 'pack']
   elif name == 'inference':
     assert payload['result']['proteins'] == 20 and payload['result']['peak_rss_gib'] > 0.05
   else:
     assert [r['devices'] for r in payload['rows']] == [1, 2]
+
+
+def test_timed_pair_takes_turns_and_ratios_are_per_round(monkeypatch):
+  """Rounds of (untimed, timed) calls of a then b after each one's warm-up; the ratios
+  pair round i of b with round i of a (a fake clock: every call of a takes 1 s, of b
+  3 s, except b's 4th call 6 s: the timed one of the first round)."""
+  calls, now, cost = [], [0.0], {'a': [1.0] * 9, 'b': [3.0, 3.0, 3.0, 6.0] + [3.0] * 5}
+
+  def make(name):
+    def fn():
+      calls.append(name)
+      now[0] += cost[name].pop(0)
+
+    return fn
+
+  monkeypatch.setattr(common.time, 'perf_counter', lambda: now[0])
+  a, b, ratios = common.timed_pair(make('a'), make('b'), warmup=2, reps=3)
+  assert calls == ['a', 'a', 'b', 'b'] + ['a', 'a', 'b', 'b'] * 3
+  assert a['times_s'] == [1.0, 1.0, 1.0] and b['times_s'] == [6.0, 3.0, 3.0]
+  assert ratios == [6.0, 3.0, 3.0] and b['median_s'] == 3.0 and a['first_call_s'] == 1.0
 
 
 def test_pad_mode_rows_are_one_protein_padded_to_max_len():

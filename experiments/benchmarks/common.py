@@ -143,6 +143,44 @@ class JaxTrainStep:
     return float(aux['loss'])  # blocks
 
 
+def timed_pair(fa, fb, *, warmup: int, reps: int, settle: int = 1) -> tuple[dict, dict, list]:
+  """`timed` for two functions taking turns, so that a machine whose speed drifts over
+  minutes (shared cores) slows both alike: each of `reps` rounds runs `settle` untimed
+  calls of a then one timed, then the same for b. The untimed calls absorb the cost of
+  the switch (caches, the allocator's pages, thread pools waking up: an ESM-2-35M-sized
+  ptmjax step at 8 x 512 took 9.2 s right after a PyTorch step, 7.6-7.7 s after one of
+  its own). Returns both timings and the
+  per-round ratios time(b) / time(a): how many times faster `a` is."""
+  first = {}
+  for name, fn in (('a', fa), ('b', fb)):
+    t = time.perf_counter()
+    fn()
+    first[name] = time.perf_counter() - t
+    for _ in range(max(warmup - 1, 0)):
+      fn()
+  times = {'a': [], 'b': []}
+  for _ in range(reps):
+    for name, fn in (('a', fa), ('b', fb)):
+      for _ in range(settle):
+        fn()
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  a, b = (_summary(first[n], times[n]) for n in 'ab')
+  return a, b, [tb / ta for ta, tb in zip(times['a'], times['b'], strict=True)]
+
+
+def _summary(first: float, times: list[float]) -> dict:
+  return {
+    'first_call_s': first,
+    'median_s': statistics.median(times),
+    'min_s': min(times),
+    'max_s': max(times),
+    'reps': len(times),
+    'times_s': times,
+  }
+
+
 def timed(fn, *, warmup: int, reps: int) -> dict:
   """Seconds of the first call (compilation included), then the median of `reps` calls
   after `warmup` more."""
@@ -156,13 +194,7 @@ def timed(fn, *, warmup: int, reps: int) -> dict:
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-  return {
-    'first_call_s': first,
-    'median_s': statistics.median(times),
-    'min_s': min(times),
-    'max_s': max(times),
-    'reps': reps,
-  }
+  return _summary(first, times)
 
 
 def machine() -> dict:
