@@ -207,6 +207,22 @@ def test_rows_attention_equals_batched(cfg, heads, monkeypatch):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-6, rtol=1e-4)
 
 
+def test_rotary_tables_equal_computing_them_in_float32():
+  """The NumPy-built lookup table gives what computing cos/sin of positions x inverse
+  frequencies in float32 gives (as ESM does), on packed rows whose positions restart."""
+  seg = jnp.asarray([[1] * 30 + [2] * 20 + [0] * 14, [1] * 64])
+  positions = segment_positions(seg)
+  cos, sin = encoder.rotary_tables(positions, 24, 10000.0)
+  inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, 24, 2, dtype=jnp.float32) / 24))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  assert cos.shape == sin.shape == (2, 64, 24)
+  # NumPy's and XLA's float32 power and cos differ by an ulp or two at angles up to 63
+  np.testing.assert_allclose(cos, jnp.cos(emb), atol=5e-6)
+  np.testing.assert_allclose(sin, jnp.sin(emb), atol=5e-6)
+  np.testing.assert_array_equal(cos[0, 30:50], cos[1, :20])  # the second protein restarts
+
+
 def test_rows_attention_bfloat16_close_to_float32():
   tokens, _ = tok.esm().batch(['MKTAYIAKQRQLSTPEEK', 'MSSKR'])
   out32 = _eval_model(ESM_TINY.replace(attention='rows'))(tokens)['ptm']

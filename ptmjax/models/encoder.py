@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ptmjax import sharding as shd
@@ -217,11 +218,20 @@ def segment_positions(segment_ids):
 
 
 def rotary_tables(positions, head_size: int, theta: float):
-  """cos, sin [B, T, head_size] for ESM's rotary embedding (halves, not interleaved)."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_size, 2, dtype=jnp.float32) / head_size))
-  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
-  emb = jnp.concatenate([freqs, freqs], axis=-1)
-  return jnp.cos(emb), jnp.sin(emb)
+  """cos, sin [B, T, head_size] for ESM's rotary embedding (halves, not interleaved).
+
+  Looked up in a table of every position below T built with NumPy (float32, as ESM
+  computes it), a constant of the compiled step: computed in the step, XLA:CPU fuses
+  cos and sin into the rotation and recomputes them for every head.
+  """
+  length = positions.shape[-1]
+  inv_freq = (1.0 / (theta ** (np.arange(0, head_size, 2, dtype=np.float32) / head_size))).astype(
+    np.float32
+  )
+  freqs = np.arange(length, dtype=np.float32)[:, None] * inv_freq
+  emb = np.concatenate([freqs, freqs], axis=-1)
+  cos, sin = jnp.asarray(np.cos(emb)), jnp.asarray(np.sin(emb))
+  return cos[positions], sin[positions]
 
 
 def apply_rotary(x, cos, sin):
