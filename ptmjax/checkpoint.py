@@ -1,4 +1,4 @@
-"""Thin Orbax layer: self-describing model folders.
+"""Thin Orbax layer: self-describing model folders, `init_from` merging, the train-state tree.
 
 A *model folder* is what `ptmjax convert-hf` writes, what training leaves at
 `WORKDIR/final`, and what `ptmjax embed` / `ptmjax predict` read:
@@ -8,7 +8,9 @@ A *model folder* is what `ptmjax convert-hf` writes, what training leaves at
                                   nested dict (encoder/..., ptm_head/..., ...)
 
 The parameters are a plain dict of arrays, so a user can read them with Orbax
-alone (see README, "Loading a checkpoint without ptmjax").
+alone (see README, "Loading a checkpoint without ptmjax"). A training work dir's
+`checkpoints/{latest,best}/<step>/state` holds `{'model': ..., 'optimizer': ...}`
+(`state_to_tree`), also plain nested dicts.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from ptmjax.data import tokenizer as tok
-from ptmjax.models.encoder import ModelConfig
-from ptmjax.models.model import PtmModel, abstract_model
+from ptmjax.models.config import ModelConfig
+from ptmjax.models.model import PtmModel, abstract_model, create_model, path_str
 
 MODEL_FILE = 'ptmjax_model.json'
 FORMAT = 'ptmjax-model/1'
@@ -117,7 +122,52 @@ def load_model(path, *, sharding=None, **overrides):
 
 def _fresh_rest(cfg: ModelConfig):
   """The model's non-parameter state (RNG keys and counts), without materialising params."""
-  from ptmjax.models.model import create_model
-
   # Under jit, the unused parameter initialisers are dead code and never run.
   return jax.jit(lambda: nnx.state(create_model(cfg), nnx.Not(nnx.Param)))()
+
+
+# --- init_from and the train state ----------------------------------------------------
+def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], list[str]]:
+  """Parameters of a model folder merged into `state_params`, except paths matching `skip`.
+
+  Returns:
+    (merged parameters, paths taken from the folder, paths skipped).
+  """
+  path = resolve_model_dir(path)
+  read_meta(path)
+  tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
+  loaded = ocp.PyTreeCheckpointer().restore(
+    path / 'params',
+    args=ocp.args.PyTreeRestore(
+      restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    ),
+  )
+  flat_loaded = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  skip_re = [re.compile(s) for s in skip]
+  taken, skipped = [], []
+
+  def pick(p, current):
+    name = path_str(p)
+    if any(r.fullmatch(name) for r in skip_re):
+      skipped.append(name)
+      return current
+    if name not in flat_loaded:
+      raise ValueError(f'init_from {path}: no parameter {name} (add it to skip to keep it fresh)')
+    value = flat_loaded[name]
+    if value.shape != current.shape:
+      raise ValueError(f'init_from {path}: {name} has shape {value.shape}, model {current.shape}')
+    taken.append(name)
+    return jnp.asarray(value, current.dtype)
+
+  return jax.tree_util.tree_map_with_path(pick, state_params), taken, skipped
+
+
+def state_to_tree(state) -> dict:
+  """The (model, optimizer) state as the plain dict a checkpoint holds: {'model', 'optimizer'}."""
+  pure = state.to_pure_dict()
+  return {'model': pure[0], 'optimizer': pure[1]}
+
+
+def state_from_tree(tree: dict) -> dict:
+  """The inverse of `state_to_tree`, for `nnx.replace_by_pure_dict`."""
+  return {0: tree['model'], 1: tree['optimizer']}

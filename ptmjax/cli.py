@@ -1,16 +1,23 @@
-"""The `ptmjax` command: thin sub-commands over library functions."""
+"""The `ptmjax` command: thin sub-commands over library functions.
+
+Nothing in the package imports this module; each sub-command imports what it
+runs when it runs (so `ptmjax predict` never loads TFDS or the trainer).
+Exit codes: 0 done, 2 bad input or a missing file (one line on stderr),
+143 preempted (re-run to resume), 1 a bug (traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 
+from ptmjax import commands
+
 
 def _data_build(args) -> int:
-  from ptmjax.data import dataset
+  from ptmjax.data import sources
 
   kwargs = {}
   if args.name == 'yaam':
@@ -20,7 +27,7 @@ def _data_build(args) -> int:
   elif args.yaam_file or args.proteome_file or args.proteome_url:
     raise SystemExit('--yaam-file/--proteome-file/--proteome-url only apply to yaam')
   start = time.perf_counter()
-  builder = dataset.build(args.name, args.manual_dir, args.data_dir, args.config, **kwargs)
+  builder = sources.build(args.name, args.manual_dir, args.data_dir, args.config, **kwargs)
   meta = dict(builder.info.metadata)
   splits = {k: v['proteins'] for k, v in meta.get('splits', {}).items()}
   dropped = {
@@ -55,9 +62,9 @@ def _convert_hf(args) -> int:
 
 
 def _embed(args) -> int:
-  from ptmjax import inference
+  from ptmjax import embed
 
-  stats = inference.embed_fasta(
+  stats = embed.embed_fasta(
     args.checkpoint,
     args.fasta,
     args.out,
@@ -93,26 +100,14 @@ def _predict(args) -> int:
   return 0
 
 
-def _config(path: str, rest: list[str]):
-  """An ml_collections config file[:arg] with --config.KEY=VALUE overrides, locked."""
-  from absl import flags
-  from ml_collections import config_flags
+def _config(spec: str, rest: list[str]):
+  """A config name or file[:arg] with --config.KEY=VALUE overrides, locked."""
+  from ptmjax import configs
 
-  bad = [a for a in rest if not a.startswith('--config.')]
-  if bad:
-    raise SystemExit(f'unknown arguments {bad}; overrides look like --config.optim.lr=3e-4')
-  values = flags.FlagValues()
-  argv = ['ptmjax', f'--config={path}', *rest]
-  config_flags.DEFINE_config_file(
-    'config',
-    None,
-    'ml_collections config file[:arg]',
-    flag_values=values,
-    lock_config=True,
-    sys_argv=argv,  # else the overrides are looked up in sys.argv (wrong when called in-process)
-  )
-  values(argv)
-  return values.config
+  try:
+    return configs.load(spec, rest)
+  except ValueError as e:  # arguments that are not overrides
+    raise SystemExit(f'ptmjax: {e}') from None
 
 
 def _train(args, rest) -> int:
@@ -142,31 +137,17 @@ def _train(args, rest) -> int:
 
 
 def _compare(args, rest) -> int:
-  from experiments import compare_stages
+  from ptmjax.studies import compare
 
-  config = _config(args.config, rest)
-  command = ' '.join(
-    ['ptmjax compare', f'--config {args.config}', f'--workdir {args.workdir}', *rest]
-  )
-  path = compare_stages.run(config, args.workdir, command)
-  print(f'report: {path}')
-  return 0
+  _config(args.config, rest)  # bad overrides stop here, before anything heavy is imported
+  return compare.run_from_args(args, rest)
 
 
 def _sweep(args, rest) -> int:
-  from experiments import sweep
+  from ptmjax.studies import sweep
 
-  config = _config(args.config, rest)
-  command = ' '.join(
-    ['ptmjax sweep', f'--config {args.config}', f'--workdir {args.workdir}', *rest]
-  )
-  try:
-    path = sweep.run(config, args.workdir, command)
-  except sweep.SweepError as e:
-    print(f'ptmjax sweep: {e}', file=sys.stderr)
-    return 2
-  print(f'results: {path}')
-  return 0
+  _config(args.config, rest)
+  return sweep.run_from_args(args, rest)
 
 
 BENCHMARKS = {
@@ -177,40 +158,35 @@ BENCHMARKS = {
 }
 
 
-def _bench(args, rest) -> int:
-  import importlib
+def _benchmarks_root():
+  """The checkout whose `benchmarks/` to run: the working directory's, else the one the
+  package was installed from in editable mode. Benchmarks are not installed."""
+  import pathlib
 
-  module = importlib.import_module(f'experiments.benchmarks.{BENCHMARKS[args.name]}')
-  return module.main(rest)
+  import ptmjax
+
+  for root in (pathlib.Path.cwd(), pathlib.Path(ptmjax.__file__).resolve().parents[1]):
+    if (root / 'benchmarks' / '__init__.py').is_file():
+      return root
+  raise FileNotFoundError(
+    'the benchmarks live in the repository (benchmarks/), not in the installed package: '
+    'run `ptmjax bench` from a clone of the repository'
+  )
+
+
+def _bench(args, rest) -> int:
+  import subprocess
+
+  root = _benchmarks_root()
+  cmd = [sys.executable, '-m', f'benchmarks.{BENCHMARKS[args.name]}', *rest]
+  return subprocess.run(cmd, cwd=root).returncode
 
 
 def _quickstart(args, rest) -> int:
-  import pathlib
-  import shutil
+  from ptmjax.studies import compare
 
-  import experiments.configs
-  from experiments import compare_stages
-
-  t = time.time()
-  config_file = pathlib.Path(experiments.configs.__file__).parent / 'compare.py'
-  config = _config(f'{config_file}:quickstart', rest)
-  workdir = pathlib.Path(args.workdir)
-  print(
-    'ptmjax quickstart: SYNTHETIC data generated in code (planted motifs, see '
-    'ptmjax/data/synthetic.py): stage 1 on a multi-organism-like source, stage 2 on a '
-    f'yeast-like target, against single-stage and baselines -> {workdir}'
-  )
-  command = f'ptmjax quickstart --workdir {args.workdir}'
-  path = compare_stages.run(config, workdir, command)
-  final = workdir / 'final'
-  if final.exists():
-    shutil.rmtree(final)
-  seed = compare_stages.seeds_of(config)[0]
-  shutil.copytree(workdir / f'seed{seed}' / 'two' / 'final', final)
-  print(f'done in {time.time() - t:.0f} s')
-  print(f'report:      {path}')
-  print(f'final model: {final} (two-stage, seed {seed})')
-  print(f'next:        ptmjax predict --checkpoint {final} --fasta YOUR.fasta --out preds.tsv')
+  _config('compare:quickstart', rest)
+  compare.quickstart(args.workdir, rest)
   return 0
 
 
@@ -296,7 +272,9 @@ def main(argv=None) -> int:
     allow_abbrev=False,
   )
   tr.add_argument(
-    '--config', required=True, help='config file[:arg], e.g. experiments/configs/yaam.py:tiny'
+    '--config',
+    required=True,
+    help='config name or file[:arg], e.g. yaam:tiny (ptmjax/configs/yaam.py) or my_config.py',
   )
   tr.add_argument(
     '--workdir', required=True, help='checkpoints, metrics.jsonl, TensorBoard, final/'
@@ -315,26 +293,24 @@ def main(argv=None) -> int:
 
   cp = sub.add_parser(
     'compare',
-    help='single- vs two-stage study with baselines and a report (experiments/configs/compare.py)',
+    help='single- vs two-stage study with baselines and a report (ptmjax/configs/compare.py)',
     allow_abbrev=False,
   )
-  cp.add_argument('--config', required=True, help='e.g. experiments/configs/compare.py:small')
-  cp.add_argument('--workdir', required=True, help='one sub-directory per stage, report/')
+  commands.add_study_arguments(cp, 'compare:small', 'one sub-directory per stage, report/')
   cp.set_defaults(fn=_compare, takes_rest=True)
 
   sw = sub.add_parser(
     'sweep',
-    help='random/grid hyper-parameter search, resumable (experiments/configs/sweep.py)',
+    help='random/grid hyper-parameter search, resumable (ptmjax/configs/sweep.py)',
     allow_abbrev=False,
   )
-  sw.add_argument('--config', required=True, help='e.g. experiments/configs/sweep.py:small')
-  sw.add_argument('--workdir', required=True, help='plan.json, trial_NNN/, results.md')
+  commands.add_study_arguments(sw, 'sweep:small', 'plan.json, trial_NNN/, results.md')
   sw.set_defaults(fn=_sweep, takes_rest=True)
 
   be = sub.add_parser(
     'bench',
-    help='speed benchmarks: train (vs PyTorch), packing, inference, scaling; '
-    '`ptmjax bench NAME --help` for options',
+    help='speed benchmarks (from a clone: they live in benchmarks/): train (vs PyTorch), '
+    'packing, inference, scaling; `ptmjax bench NAME --help` for options',
     allow_abbrev=False,
     add_help=False,  # --help goes to the benchmark's own parser
   )
@@ -352,17 +328,11 @@ def main(argv=None) -> int:
   args, rest = parser.parse_known_args(argv)
   if rest and not getattr(args, 'takes_rest', False):
     parser.error(f'unrecognized arguments: {" ".join(rest)}')
-  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-  for noisy in ('absl', 'jax'):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
-  from ptmjax.data.records import InputError
-
-  try:
-    return args.fn(args, rest) if getattr(args, 'takes_rest', False) else args.fn(args)
-  except (InputError, FileNotFoundError) as e:
-    # Bad input is the user's to fix: the message (file, line, record), not a traceback.
-    print(f'ptmjax {args.command}: error: {e}', file=sys.stderr)
-    return 2
+  commands.setup_logging()
+  takes_rest = getattr(args, 'takes_rest', False)
+  return commands.run_guarded(
+    f'ptmjax {args.command}', lambda: args.fn(args, rest) if takes_rest else args.fn(args)
+  )
 
 
 if __name__ == '__main__':

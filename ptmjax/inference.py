@@ -1,4 +1,5 @@
-"""Running a model over whole proteins of any length: windows, batching, stitching.
+"""The inference engine: a model over whole proteins of any length (windows, batching,
+stitching). `ptmjax.predict` and `ptmjax.embed` are built on `run`.
 
 A protein longer than the model's `max_len` tokens is cut into overlapping
 windows of at most `max_len - specials` residues; each window is encoded as a
@@ -170,61 +171,3 @@ def run(
   bar.close()
   stats.seconds = time.perf_counter() - start
   return results, stats
-
-
-def read_proteins(path) -> list[tuple[str, str]]:
-  """(id, sequence) pairs of a FASTA file; lowercase accepted, ids must be unique.
-
-  Invalid letters, empty records and repeated ids raise an InputError naming
-  the file, line and record.
-  """
-  from ptmjax.data.records import InputError, read_fasta
-
-  proteins, seen = [], {}
-  for record in read_fasta(path):
-    if record.id in seen:
-      raise InputError(
-        path, record.line, f'record {record.id!r} repeats the id of line {seen[record.id]}'
-      )
-    seen[record.id] = record.line
-    proteins.append((record.id, record.sequence))
-  return proteins
-
-
-def embed_fasta(
-  checkpoint,
-  fasta,
-  out,
-  *,
-  max_len: int | None = None,
-  stride: int | None = None,
-  tokens_per_batch: int | None = None,
-  dtype: str | None = None,
-  progress: bool = True,
-) -> Stats:
-  """Writes per-residue and mean-pooled embeddings of every protein in `fasta` to `out` (.npz).
-
-  Keys: `residues/<id>` [length, width] float32 (special tokens removed),
-  `pooled/<id>` [width] (mean over residues), and `ids` (file order).
-  """
-  from ptmjax import checkpoint as ckpt
-
-  proteins = read_proteins(fasta)
-  overrides = {'dtype': dtype} if dtype else {}
-  model, tokenizer, _ = ckpt.load_model(checkpoint, **overrides)
-  results, stats = run(
-    model,
-    tokenizer,
-    [s for _, s in proteins],
-    outputs=('hidden',),
-    max_len=max_len,
-    stride=stride,
-    tokens_per_batch=tokens_per_batch,
-    progress=progress,
-  )
-  arrays = {'ids': np.array([i for i, _ in proteins])}
-  for (pid, _), res in zip(proteins, results, strict=True):
-    arrays[f'residues/{pid}'] = res['hidden']
-    arrays[f'pooled/{pid}'] = res['hidden'].mean(0)
-  np.savez(out, **arrays)
-  return stats

@@ -25,6 +25,8 @@ import numpy as np
 from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data import ptm_types
+from ptmjax.data.candidates import Candidates
+from ptmjax.data.records import read_proteins
 
 
 class Predictor:
@@ -35,9 +37,9 @@ class Predictor:
     self.model, self.tokenizer, self.meta = ckpt.load_model(checkpoint, **overrides)
     self.model.eval()
     info = self.meta.get('info', {})
-    self.candidates: dict = info.get('candidates') or {}
+    self.candidates = Candidates.from_json(info.get('candidates'))
     self.thresholds: dict = info.get('thresholds') or {}
-    trained = info.get('channels') or [c for c in ptm_types.PTM_NAMES if c in self.candidates]
+    trained = info.get('channels') or [c for c in ptm_types.PTM_NAMES if self.candidates.get(c)]
     if not trained:
       raise ValueError(
         f'{checkpoint}: no trained PTM channels recorded (a converted language model has no '
@@ -69,11 +71,8 @@ class Predictor:
     result = {}
     for pid, seq, out in zip(ids, seqs, outs, strict=True):
       probs = np.array(jax.nn.sigmoid(out['ptm'][:, cols]), np.float32)
-      letters = np.array(list(seq))
-      for j, c in enumerate(self.channels):
-        cand = self.candidates.get(c)
-        if cand:
-          probs[~np.isin(letters, list(cand)), j] = np.nan
+      scored = self.candidates.mask(np.array(list(seq)))[:, cols]
+      probs[~scored] = np.nan
       result[pid] = probs
     return result
 
@@ -102,7 +101,7 @@ def predict_fasta(
   checkpoint, fasta, out, *, calls=False, channels=None, max_len=None, stride=None, progress=True
 ):
   """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
-  proteins = dict(inference.read_proteins(fasta))
+  proteins = dict(read_proteins(fasta))
   p = Predictor(checkpoint, channels=channels)
   probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
   pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -10,27 +10,48 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DUMMY_YAAM = REPO / 'data_builders' / 'yaam' / 'dummy_data'
-DUMMY_PTMDB = REPO / 'data_builders' / 'ptmdb' / 'dummy_data'
+BUILDERS = REPO / 'ptmjax' / 'data' / 'builders'
+DUMMY_YAAM = BUILDERS / 'yaam' / 'dummy_data'
+DUMMY_PTMDB = BUILDERS / 'ptmdb' / 'dummy_data'
+
+
+SHARED_DATA = pathlib.Path(os.environ.get('PTMJAX_SHARED_DATA', REPO.parent / 'shared' / 'data'))
+# Fixtures that read the real data: a test using any of them is marked `shared_data`.
+SHARED_FIXTURES = ('shared_data', 'real_tfds')
+
+
+def pytest_collection_modifyitems(config, items):
+  """Marks tests that need ../shared/data and skips them, with the reason, where it is
+  absent; with PTMJAX_REQUIRE_SHARED_DATA=1 (CI) its absence is a failure instead."""
+  present = (SHARED_DATA / 'yaam').is_dir()
+  required = os.environ.get('PTMJAX_REQUIRE_SHARED_DATA') == '1'
+  reason = (
+    f'needs the real data at {SHARED_DATA} (../shared/data beside the repository, '
+    'or set PTMJAX_SHARED_DATA)'
+  )
+  for item in items:
+    if any(f in getattr(item, 'fixturenames', ()) for f in SHARED_FIXTURES):
+      item.add_marker(pytest.mark.shared_data)
+    if item.get_closest_marker('shared_data') and not present and not required:
+      item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope='session')
 def shared_data() -> pathlib.Path:
   """`../shared/data` beside the repo (or $PTMJAX_SHARED_DATA); CI has it too."""
-  path = pathlib.Path(os.environ.get('PTMJAX_SHARED_DATA', REPO.parent / 'shared' / 'data'))
-  if not (path / 'yaam').is_dir():
-    pytest.fail(f'real data not found at {path}; set PTMJAX_SHARED_DATA')
-  return path
+  if not (SHARED_DATA / 'yaam').is_dir():
+    pytest.fail(f'real data not found at {SHARED_DATA}; set PTMJAX_SHARED_DATA')
+  return SHARED_DATA
 
 
 @pytest.fixture(scope='session')
 def real_tfds(shared_data, tmp_path_factory):
   """YAAM and ptmDB/all built once from the real shared files: (data_dir, yaam, ptmdb builders)."""
-  from ptmjax.data import dataset
+  from ptmjax.data import sources
 
   data_dir = tmp_path_factory.mktemp('tfds')
-  yaam = dataset.build('yaam', shared_data, data_dir)
-  ptmdb = dataset.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
+  yaam = sources.build('yaam', shared_data, data_dir)
+  ptmdb = sources.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
   return data_dir, yaam, ptmdb
 
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from experiments.benchmarks import common, packing, scaling
+from benchmarks import common, packing, scaling
 from ptmjax import cli
 from ptmjax.data import pipeline
 from ptmjax.data import tokenizer as tok
-from ptmjax.models import encoder
+from ptmjax.models import num_params
 
 
 @pytest.mark.parametrize('name', ['train', 'packing', 'inference', 'scaling'])
@@ -92,7 +92,7 @@ def test_packing_reaches_95_percent_on_yaam(shared_data):
 def test_flops_per_token_matches_parameter_count():
   """6 x non-embedding parameters: those of the encoder layers, from the model's own count."""
   cfg = common.model_config('esm2_35m')
-  layer_params = (encoder.num_params(cfg) - encoder.num_params(cfg.replace(num_layers=0))) / 12
+  layer_params = (num_params(cfg) - num_params(cfg.replace(num_layers=0))) / 12
   fpt = scaling.flops_per_token(cfg, 1024)
   attention = 12 * 12 * 1024 * 480
   # The count leaves out biases and LayerNorms (~0.2 % of a layer).

@@ -13,8 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import DUMMY_PTMDB, DUMMY_YAAM
 
-import data_builders  # noqa: F401
-from ptmjax.data import dataset, homology, ptm_types
+import ptmjax.data.builders  # noqa: F401
+from ptmjax.data import homology, ptm_types, sources
 
 
 def _rows(source):
@@ -30,7 +30,7 @@ def _assert_cluster_disjoint(rows):
 
 
 def test_yaam_dummy_build(tmp_path):
-  builder = dataset.build('yaam', DUMMY_YAAM, tmp_path / 'data')
+  builder = sources.build('yaam', DUMMY_YAAM, tmp_path / 'data')
   # Readable as any TFDS dataset once the builders are registered.
   source = tfds.builder('yaam', data_dir=str(tmp_path / 'data')).as_data_source()
   rows = _rows(source)
@@ -60,7 +60,7 @@ def test_yaam_downloads_proteome_when_absent(tmp_path):
   threading.Thread(target=server.serve_forever, daemon=True).start()
   try:
     url = f'http://127.0.0.1:{server.server_address[1]}/orf_trans_all.fasta.gz'
-    builder = dataset.build('yaam', manual, tmp_path / 'data', proteome_url=url)
+    builder = sources.build('yaam', manual, tmp_path / 'data', proteome_url=url)
   finally:
     server.shutdown()
   assert builder.info.metadata['counts']['proteins_labeled'] == 4
@@ -72,28 +72,28 @@ def test_yaam_missing_input_lists_what_it_expects(tmp_path):
   manual.mkdir()
   # Empty manual dir: TFDS's own check, with our instructions naming each file.
   with pytest.raises(AssertionError, match=r'yaam\*\.txt'):
-    dataset.build('yaam', manual, tmp_path / 'data')
+    sources.build('yaam', manual, tmp_path / 'data')
   (manual / 'notes.txt').write_text('not the export')
   with pytest.raises(FileNotFoundError, match=r"YAAM export: no file under .* \['yaam\*\.txt'"):
-    dataset.build('yaam', manual, tmp_path / 'data')
+    sources.build('yaam', manual, tmp_path / 'data')
 
 
 def test_ptmdb_dummy_configs(tmp_path):
-  builder = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', 'all')
+  builder = sources.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', 'all')
   rows = _rows(builder.as_data_source())
   ids = sorted(ex['id'] for s in rows for ex in rows[s])
   assert ids == [b'O55555', b'P11111', b'P22222', b'Q33333', b'Q44444']
   meta = builder.info.metadata
   assert meta['counts']['files_unrecognised'] == 1  # the README.txt, reported
   assert meta['counts']['sequence_conflicts'] == 1
-  only = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', 'dbptm')
+  only = sources.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', 'dbptm')
   rows = _rows(only.as_data_source())
   assert sorted(ex['id'] for s in rows for ex in rows[s]) == [b'O55555', b'P11111']
 
 
 def test_splits_are_deterministic(tmp_path):
-  a = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'a', 'annotated_fasta')
-  b = dataset.build('ptmdb', DUMMY_PTMDB, tmp_path / 'b', 'annotated_fasta')
+  a = sources.build('ptmdb', DUMMY_PTMDB, tmp_path / 'a', 'annotated_fasta')
+  b = sources.build('ptmdb', DUMMY_PTMDB, tmp_path / 'b', 'annotated_fasta')
 
   def ids_per_split(builder):
     return {

@@ -107,7 +107,7 @@ def test_compare_tiny_on_real_data(real_tfds, tmp_path):
   few steps on the real builds and writes the report, with the homology filter counted."""
   data_dir, _, _ = real_tfds
   assert (
-    cli.main(['compare', '--config', str(REPO / 'experiments/configs/compare.py:tiny'),
+    cli.main(['compare', '--config', str(REPO / 'ptmjax/configs/compare.py:tiny'),
               '--workdir', str(tmp_path), f'--config.data_dir={data_dir}'])
     == 0
   )  # fmt: skip

@@ -7,7 +7,7 @@ import torch
 
 from ptmjax import checkpoint, cli, inference
 from ptmjax.data import tokenizer as tok
-from ptmjax.data.records import InputError
+from ptmjax.data.records import InputError, read_proteins
 from ptmjax.models import ModelConfig, create_model
 
 
@@ -131,7 +131,7 @@ def test_embed_fasta_errors_name_the_record(tmp_path, text, line, problem):
   fasta = tmp_path / 'bad.fasta'
   fasta.write_text(text)
   with pytest.raises(InputError) as e:
-    inference.read_proteins(fasta)
+    read_proteins(fasta)
   assert str(e.value).startswith(f'{fasta}:{line}: {problem}')
 
 

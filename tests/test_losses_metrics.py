@@ -6,6 +6,7 @@ from sklearn import metrics as skm
 
 from ptmjax.data import ptm_types
 from ptmjax.data import tokenizer as tok
+from ptmjax.data.candidates import Candidates
 from ptmjax.evaluation import metrics
 from ptmjax.training import losses
 
@@ -61,7 +62,7 @@ def test_masked_entries_do_not_move_the_loss():
 
 def test_candidate_table():
   t = tok.esm()
-  table = losses.candidate_table(t, {'phosphorylation': 'STY', 'acetylation': 'K'})
+  table = Candidates({'phosphorylation': 'STY', 'acetylation': 'K'}).token_table(t)
   phos, ac = ptm_types.INDEX['phosphorylation'], ptm_types.INDEX['acetylation']
   assert {t.vocab[i] for i in np.flatnonzero(table[:, phos])} == set('STY')
   assert {t.vocab[i] for i in np.flatnonzero(table[:, ac])} == {'K'}

@@ -8,8 +8,8 @@ from flax import nnx
 
 from ptmjax import sharding as shd
 from ptmjax.data import tokenizer as tok
-from ptmjax.models import ModelConfig, PtmModel, create_model, encoder, num_params
-from ptmjax.models.encoder import segment_positions
+from ptmjax.models import ModelConfig, PtmModel, attention, create_model, layers, num_params
+from ptmjax.models.layers import segment_positions
 
 ESM_TINY = ModelConfig(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=48, head_dim=16, max_len=64)
 BERT_TINY = ESM_TINY.replace(
@@ -177,8 +177,8 @@ def test_remat_gives_same_gradients():
 def test_rows_attention_equals_batched(cfg, heads, monkeypatch):
   """The CPU attention path (blocks of heads, flash-style backward) gives the batched
   path's outputs and gradients, on packed rows with padding, whatever the block size."""
-  monkeypatch.setattr(encoder, 'BLOCK_BYTES', heads * 4 * 40 * 40)  # `heads` [40, 40] blocks
-  assert encoder._heads_per_block(cfg.num_heads, 40, encoder.BLOCK_BYTES) == heads
+  monkeypatch.setattr(attention, 'BLOCK_BYTES', heads * 4 * 40 * 40)  # `heads` [40, 40] blocks
+  assert attention._heads_per_block(cfg.num_heads, 40, attention.BLOCK_BYTES) == heads
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(5, 25, (3, 40)), jnp.int32)
   seg = np.ones((3, 40), np.int32)
@@ -212,7 +212,7 @@ def test_rotary_tables_equal_computing_them_in_float32():
   frequencies in float32 gives (as ESM does), on packed rows whose positions restart."""
   seg = jnp.asarray([[1] * 30 + [2] * 20 + [0] * 14, [1] * 64])
   positions = segment_positions(seg)
-  cos, sin = encoder.rotary_tables(positions, 24, 10000.0)
+  cos, sin = layers.rotary_tables(positions, 24, 10000.0)
   inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, 24, 2, dtype=jnp.float32) / 24))
   freqs = positions.astype(jnp.float32)[..., None] * inv_freq
   emb = jnp.concatenate([freqs, freqs], axis=-1)

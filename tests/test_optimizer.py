@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from ptmjax.models.model import param_paths
 from ptmjax.training import optimizer
 
 
@@ -57,7 +58,7 @@ def _run(optim, steps, grads_fn=None):
 
 
 def _changed(a, b, path):
-  get = lambda t: optimizer.param_paths(t).index(path)  # noqa: E731
+  get = lambda t: param_paths(t).index(path)  # noqa: E731
   return not np.allclose(jax.tree.leaves(a)[get(a)], jax.tree.leaves(b)[get(b)])
 
 
@@ -81,7 +82,7 @@ def test_freeze_pattern_that_matches_nothing_is_an_error():
 def test_layer_decay_scales_the_step_per_depth():
   """Adam's first step has magnitude lr x scale for every element (g / |g| = 1)."""
   h = _run(_optim(layer_decay=0.5), 1)
-  paths = optimizer.param_paths(h[0])
+  paths = param_paths(h[0])
   step = {
     p: np.abs(np.asarray(b - a)).mean()
     for p, a, b in zip(paths, jax.tree.leaves(h[0]), jax.tree.leaves(h[1]), strict=True)

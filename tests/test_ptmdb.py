@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from conftest import DUMMY_PTMDB
 
-from ptmjax.data import ptm_types, ptmdb
+from ptmjax.data import ptm_types
+from ptmjax.data.builders.ptmdb import parse as ptmdb
 from ptmjax.data.records import InputError, Tally
 
 I = ptm_types.INDEX  # noqa: E741

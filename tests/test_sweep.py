@@ -5,9 +5,9 @@ import json
 import ml_collections
 import pytest
 
-from experiments import sweep
-from experiments.configs import sweep as sweep_config
 from ptmjax import cli
+from ptmjax.configs import sweep as sweep_config
+from ptmjax.studies import sweep
 from ptmjax.training import trainer
 
 
@@ -128,12 +128,9 @@ def test_failed_trial_is_reported_not_fatal(tmp_path):
 
 def test_cli_sweep_on_real_yaam(real_tfds, tmp_path):
   data_dir, _, _ = real_tfds
-  rc = cli.main(['sweep', '--config', 'experiments/configs/sweep.py:tiny', '--workdir',
+  rc = cli.main(['sweep', '--config', 'sweep:tiny', '--workdir',
                  str(tmp_path), f'--config.train.data.data_dir={data_dir}'])  # fmt: skip
   assert rc == 0
   results = json.loads((tmp_path / 'results.json').read_text())['trials']
   assert len(results) == 2 and all(r['status'] == 'ok' for r in results)
-  assert (
-    'ptmjax sweep --config experiments/configs/sweep.py:tiny'
-    in (tmp_path / 'results.md').read_text()
-  )
+  assert 'ptmjax sweep --config sweep:tiny' in (tmp_path / 'results.md').read_text()

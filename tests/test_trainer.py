@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments.configs import synthetic
+from ptmjax.configs import synthetic
 from ptmjax.training import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(one_device_run, tmp_p
   workdir = tmp_path / 'run'
   cmd = [
     sys.executable, '-m', 'ptmjax.cli', 'train',
-    '--config', str(REPO / 'experiments/configs/synthetic.py:test'),
+    '--config', str(REPO / 'ptmjax/configs/synthetic.py:test'),
     '--workdir', str(workdir),
     '--config.sharding.num_devices=1',
     '--config.sharding.mesh.data=1',
@@ -190,7 +190,7 @@ def test_two_processes_match_one_device(one_device_run, tmp_path):
     subprocess.Popen(
       [
         sys.executable, '-m', 'ptmjax.cli', 'train',
-        '--config', str(REPO / 'experiments/configs/synthetic.py:test'),
+        '--config', str(REPO / 'ptmjax/configs/synthetic.py:test'),
         '--workdir', str(tmp_path),
         '--coordinator-address', f'127.0.0.1:{port}',
         '--num-processes', '2', '--process-id', str(i),

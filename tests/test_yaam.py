@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from conftest import DUMMY_YAAM
 
-from ptmjax.data import ptm_types, yaam
+from ptmjax.data import ptm_types
+from ptmjax.data.builders.yaam import parse as yaam
 from ptmjax.data.records import InputError, Tally
 
 PHOS = ptm_types.INDEX['phosphorylation']

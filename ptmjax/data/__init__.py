@@ -1,10 +1,10 @@
-"""Data: PTM-type vocabulary, raw-format parsers, homology splits and datasets."""
+"""Data: PTM-type vocabulary, tokenizers, datasets (TFDS builders, sources), candidates, pipeline.
 
-from ptmjax.data.dataset import build, load
+Importing this package does not import TensorFlow Datasets: `build` and `load`
+do, and register the `yaam` and `ptmdb` builders (`ptmjax.data.builders`) then.
+"""
+
 from ptmjax.data.ptm_types import NUM_TYPES, PTM_NAMES, PTM_TYPES
+from ptmjax.data.sources import build, load
 
 __all__ = ['build', 'load', 'NUM_TYPES', 'PTM_NAMES', 'PTM_TYPES']
-
-# Registers the `yaam` and `ptmdb` TFDS builders, so that after `import
-# ptmjax.data` a plain `tfds.builder('yaam', data_dir=...)` finds them.
-import data_builders  # noqa: E402, F401

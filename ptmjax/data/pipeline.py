@@ -33,12 +33,9 @@ import numpy as np
 
 from ptmjax.data import ptm_types
 from ptmjax.data import tokenizer as tok
+from ptmjax.data.sources import text
 
 BUCKET = 64
-
-
-def _text(x) -> str:
-  return x.decode() if isinstance(x, bytes) else str(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +88,7 @@ class Pipeline:
     self.process_index, self.process_count = process_index, process_count
     self.window = max_len - tokenizer.num_special
     # Lengths only (cheap to read); examples are read again, per process, when batched.
-    self.lengths = np.array([len(_text(ex['sequence'])) for ex in self.dataset], np.int64)
+    self.lengths = np.array([len(text(ex['sequence'])) for ex in self.dataset], np.int64)
     if len(self.lengths) == 0:
       raise ValueError('empty data source')
     self._plans: dict[int, list[Plan]] = {}
@@ -170,7 +167,7 @@ class Pipeline:
   # --- arrays ---------------------------------------------------------------------
   def _example(self, index: int):
     ex = self.dataset[index]
-    return _text(ex['sequence']), np.asarray(ex['labels'], np.int8)
+    return text(ex['sequence']), np.asarray(ex['labels'], np.int8)
 
   def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
     """This process's rows of global batch `step` of `epoch`."""
@@ -241,26 +238,3 @@ class Iterator:
     batch = self.pipeline.batch(self.epoch, self.step)
     self.step += 1
     return batch
-
-
-def derive_candidates(source, min_share: float = 0.005, min_sites: int = 3) -> dict[str, str]:
-  """Candidate residues per modification channel from training labels.
-
-  A residue is a candidate for a channel if it carries at least `min_share`
-  of the channel's positives and at least `min_sites` of them; channels with
-  no positives are left out (they then score every residue).
-  """
-  counts = np.zeros((ptm_types.NUM_TYPES, 26), np.int64)
-  for ex in grain.MapDataset.source(source):
-    seq = np.frombuffer(_text(ex['sequence']).encode(), np.uint8) - ord('A')
-    labels = np.asarray(ex['labels'])
-    for c in range(ptm_types.NUM_TYPES):
-      np.add.at(counts[c], seq[labels[:, c] == ptm_types.POSITIVE], 1)
-  out = {}
-  for c, name in enumerate(ptm_types.PTM_NAMES):
-    total = counts[c].sum()
-    if total == 0:
-      continue
-    keep = (counts[c] >= max(min_sites, min_share * total)).nonzero()[0]
-    out[name] = ''.join(chr(ord('A') + k) for k in keep)
-  return out

@@ -164,3 +164,20 @@ def read_fasta(path, tally: Tally | None = None, *, allow_marks: str = '') -> It
         chunks.append(''.join(line.split()))
   if header is not None:
     yield finish()
+
+
+def read_proteins(path) -> list[tuple[str, str]]:
+  """(id, sequence) pairs of a FASTA file; lowercase accepted, ids must be unique.
+
+  Invalid letters, empty records and repeated ids raise an InputError naming
+  the file, line and record.
+  """
+  proteins, seen = [], {}
+  for record in read_fasta(path):
+    if record.id in seen:
+      raise InputError(
+        path, record.line, f'record {record.id!r} repeats the id of line {seen[record.id]}'
+      )
+    seen[record.id] = record.line
+    proteins.append((record.id, record.sequence))
+  return proteins

@@ -14,7 +14,8 @@ import scipy.sparse
 from sklearn.linear_model import LogisticRegression
 
 from ptmjax.data import ptm_types
-from ptmjax.evaluation.report import Flat, candidate_mask
+from ptmjax.data.candidates import Candidates
+from ptmjax.evaluation.report import Flat
 
 ALPHABET = 'ACDEFGHIKLMNPQRSTVWY'
 _CODE = np.full(128, len(ALPHABET), np.int64)  # anything else (X, U, padding) -> 20
@@ -64,13 +65,12 @@ class WindowLogReg:
     self.half, self.C, self.max_rows, self.seed = half, C, max_rows, seed
     self.models: dict[str, LogisticRegression] = {}
 
-  def fit(self, flat: Flat, candidates: dict, channels) -> WindowLogReg:
+  def fit(self, flat: Flat, candidates, channels) -> WindowLogReg:
     rng = np.random.default_rng(self.seed)
+    candidates = Candidates.from_config(candidates)
     for name in channels:
       c = ptm_types.INDEX[name]
-      rows = np.flatnonzero(
-        (flat.labels[:, c] >= 0) & candidate_mask(flat.residues, candidates, name)
-      )
+      rows = np.flatnonzero((flat.labels[:, c] >= 0) & candidates.residue_mask(flat.residues, name))
       y = flat.labels[rows, c] == 1
       if y.sum() < 2 or (~y).sum() < 2:
         continue
@@ -81,11 +81,12 @@ class WindowLogReg:
       self.models[name] = model.fit(window_features(flat, rows, self.half), y)
     return self
 
-  def predict(self, flat: Flat, candidates: dict) -> np.ndarray:
+  def predict(self, flat: Flat, candidates) -> np.ndarray:
     """[N, 16] probabilities; 0 for non-candidate residues and channels without a model."""
     out = np.zeros((len(flat.residues), ptm_types.NUM_TYPES))
+    candidates = Candidates.from_config(candidates)
     for name, model in self.models.items():
-      rows = np.flatnonzero(candidate_mask(flat.residues, candidates, name))
+      rows = np.flatnonzero(candidates.residue_mask(flat.residues, name))
       if len(rows):
         out[rows, ptm_types.INDEX[name]] = model.predict_proba(
           window_features(flat, rows, self.half)

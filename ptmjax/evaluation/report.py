@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from ptmjax.data import ptm_types
+from ptmjax.data.candidates import Candidates
 from ptmjax.evaluation import metrics
 
 
@@ -41,19 +42,17 @@ class Flat:
     return np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
 
 
-def candidate_mask(residues: np.ndarray, candidates: dict, name: str) -> np.ndarray:
-  cand = candidates.get(name)
-  return np.isin(residues, list(cand)) if cand else np.ones(len(residues), bool)
+def channel_targets(flat: Flat, scores: np.ndarray, candidates, name: str):
+  """(keep mask, y, s) for one channel: known labels on candidate residues.
 
-
-def channel_targets(flat: Flat, scores: np.ndarray, candidates: dict, name: str):
-  """(keep mask, y, s) for one channel: known labels on candidate residues."""
+  `candidates`: a `Candidates` (or its JSON mapping)."""
   c = ptm_types.INDEX[name]
-  keep = (flat.labels[:, c] >= 0) & candidate_mask(flat.residues, candidates, name)
+  candidates = Candidates.from_config(candidates)
+  keep = (flat.labels[:, c] >= 0) & candidates.residue_mask(flat.residues, name)
   return keep, flat.labels[keep, c] == 1, scores[keep, c]
 
 
-def any_targets(flat: Flat, scores: np.ndarray, candidates: dict, channels):
+def any_targets(flat: Flat, scores: np.ndarray, candidates, channels):
   """'Any PTM' per residue: positive if any modification channel is 1, scored by the
   highest channel score, a channel counting only on its candidate residues (a head is
   never trained elsewhere, so its score there means nothing)."""
@@ -61,9 +60,7 @@ def any_targets(flat: Flat, scores: np.ndarray, candidates: dict, channels):
   if not mods:
     return None
   ml = flat.labels[:, mods]
-  usable = np.stack(
-    [candidate_mask(flat.residues, candidates, ptm_types.PTM_NAMES[c]) for c in mods], 1
-  ) & (ml >= 0)
+  usable = Candidates.from_config(candidates).mask(flat.residues)[:, mods] & (ml >= 0)
   # Every residue with a known label counts; a site on a non-candidate residue stays a
   # positive scored 0, so the candidate sets cannot flatter this number.
   any_pos = (ml == 1).any(1)
@@ -75,7 +72,7 @@ def any_targets(flat: Flat, scores: np.ndarray, candidates: dict, channels):
 def channel_report(
   flat: Flat,
   scores: np.ndarray,
-  candidates: dict,
+  candidates,
   channels,
   *,
   thresholds: dict | None = None,

@@ -1,7 +1,13 @@
-"""Flax NNX encoder, task heads and Hugging Face checkpoint import."""
+"""Flax NNX models: the transformer encoder (ESM-2 / BERT), task heads, Hugging Face import.
 
-from ptmjax.models.encoder import Encoder, ModelConfig, num_params
-from ptmjax.models.model import HEADS, PtmModel, abstract_model, create_model
+Modules by concept: `config` (ModelConfig), `layers` (dense, LayerNorm, rotary,
+MLP), `attention` (batched and CPU attention), `encoder`, `heads`, `model`
+(PtmModel, create/abstract, num_params, parameter paths), `hf_import`.
+"""
+
+from ptmjax.models.config import ModelConfig
+from ptmjax.models.encoder import Encoder
+from ptmjax.models.model import HEADS, PtmModel, abstract_model, create_model, num_params
 
 __all__ = [
   'HEADS',

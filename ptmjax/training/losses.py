@@ -3,35 +3,15 @@
 Each PTM channel is a binary task with its own logit. A residue counts for a
 channel only where its label is known (not -1), it is a residue token (not
 padding, <cls> or <eos>) and, when candidate residues are configured, its
-amino acid can carry that modification (S/T/Y for phosphorylation, ...).
+amino acid can carry that modification (S/T/Y for phosphorylation, ...): the
+`weights` built from `ptmjax.data.candidates.Candidates.token_table`.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-
-from ptmjax.data import ptm_types
-from ptmjax.data import tokenizer as tok
-
-
-def candidate_table(tokenizer: tok.Tokenizer, candidates: dict[str, str] | None) -> np.ndarray:
-  """bool [vocab, num_types]: may this token carry this channel?
-
-  Channels missing from `candidates` (or all, when it is None) allow every
-  residue token; special tokens are never candidates.
-  """
-  table = np.zeros((tokenizer.vocab_size, ptm_types.NUM_TYPES), bool)
-  residue_tokens = [i for i, t in enumerate(tokenizer.vocab) if len(t) == 1 and t.isalpha()]
-  table[residue_tokens] = True
-  for name, residues in (candidates or {}).items():
-    c = ptm_types.INDEX[name]
-    table[:, c] = False
-    for aa in residues:
-      table[tokenizer.id(aa), c] = True
-  return table
 
 
 def ptm_loss(

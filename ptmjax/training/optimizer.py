@@ -12,15 +12,7 @@ import re
 import jax
 import optax
 
-
-def path_str(path) -> str:
-  """'/'-joined keys of a jax key path (a Variable's trailing `.value` left out)."""
-  parts = [str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k)))) for k in path]
-  return '/'.join(parts[:-1] if parts and parts[-1] == 'value' else parts)
-
-
-def param_paths(params) -> list[str]:
-  return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+from ptmjax.models.model import param_paths, path_str
 
 
 def schedule(optim) -> optax.Schedule:

@@ -1,11 +1,16 @@
 """The training loop: one readable function, in titled sections.
 
-    ptmjax train --config experiments/configs/yaam.py:tiny --workdir runs/yaam_tiny
+    ptmjax train --config yaam:tiny --workdir runs/yaam_tiny
 
 Same code on one CPU, 8 fake CPU devices, a GPU or a TPU pod slice: the mesh
 and the logical-axis rules come from the config. Every host runs the same
 command; `jax.distributed.initialize()` is called when asked for
 (`config.distributed` or the CLI's --coordinator flags).
+
+This module is the loop only. What it calls: `ptmjax.data.sources` (which
+proteins), `ptmjax.data.candidates` (which residues each channel scores),
+`ptmjax.data.pipeline` (batches), `training.steps` (the jitted step),
+`evaluation.scoring` (validation), `ptmjax.checkpoint` (init_from, model folders).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import json
 import logging
 import os
 import pathlib
-import re
 import signal
 import time
 
@@ -26,13 +30,15 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ptmjax import checkpoint as ckpt
-from ptmjax import inference
 from ptmjax import sharding as shd
-from ptmjax.data import pipeline, ptm_types
+from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
-from ptmjax.evaluation import baselines, report
-from ptmjax.models import ModelConfig, PtmModel, create_model
-from ptmjax.training import losses, optimizer
+from ptmjax.data.candidates import Candidates
+from ptmjax.evaluation import scoring
+from ptmjax.models import ModelConfig, create_model
+from ptmjax.training import optimizer
+from ptmjax.training.metric_writer import MetricWriter
+from ptmjax.training.steps import make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -41,266 +47,42 @@ class Preempted(Exception):
   """Raised after a SIGTERM-triggered checkpoint; re-running the command resumes."""
 
 
-class MetricWriter:
-  """metrics.jsonl (one object per logged step) and TensorBoard event files; process 0 only."""
-
-  def __init__(self, workdir: pathlib.Path, enabled: bool):
-    self.enabled = enabled
-    if enabled:
-      from tensorboardX import SummaryWriter
-
-      self.file = open(workdir / 'metrics.jsonl', 'a')  # noqa: SIM115 - closed in close()
-      self.tb = SummaryWriter(str(workdir / 'tensorboard'))
-
-  def write(self, step: int, values: dict) -> None:
-    if not self.enabled:
-      return
-    clean = {
-      k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
-      for k, v in values.items()
-    }
-    self.file.write(json.dumps({'step': int(step), **clean}) + '\n')
-    self.file.flush()
-    for k, v in clean.items():
-      if isinstance(v, float) and np.isfinite(v):
-        self.tb.add_scalar(k, v, step)
-    self.tb.flush()
-
-  def close(self) -> None:
-    if self.enabled:
-      self.file.close()
-      self.tb.close()
+# --- what the config asks for ------------------------------------------------------------
+INIT_FROM_KEEPS = (
+  # Model settings a run may change on top of an init_from folder's config: none
+  # of them changes a parameter shape the folder has (heads are re-created).
+  'dtype', 'remat', 'dropout_rate', 'ptm_head', 'head_dim', 'conv_width', 'attention_dropout_rate',
+)  # fmt: skip
 
 
-# --- evaluation ------------------------------------------------------------------------
-def predict_flat(
-  model: PtmModel, tokenizer, examples, *, max_len
-) -> tuple[report.Flat, np.ndarray]:
-  """Whole proteins (long ones by stitched windows): flat residues/labels and sigmoid scores."""
-  seqs = [pipeline._text(ex['sequence']) for ex in examples]
-  flat = report.Flat.from_examples(seqs, [ex['labels'] for ex in examples])
-  outs, _ = inference.run(model, tokenizer, seqs, outputs=('ptm',), max_len=max_len, progress=False)
-  if not outs:
-    return flat, np.zeros((0, ptm_types.NUM_TYPES))
-  return flat, np.asarray(jax.nn.sigmoid(np.concatenate([o['ptm'] for o in outs])))
+def model_and_tokenizer(config) -> tuple[ModelConfig, tok.Tokenizer]:
+  """The model config and tokenizer: the config's own, or those of `init_from.path`."""
+  if config.init_from.get('path'):
+    meta = ckpt.read_meta(ckpt.resolve_model_dir(config.init_from.path))
+    keep = {k: v for k, v in config.model.items() if k in INIT_FROM_KEEPS}
+    return ModelConfig.from_dict({**meta['model'], **keep}), ckpt.tokenizer_from_dict(
+      meta['tokenizer']
+    )
+  model_cfg = ModelConfig.from_dict({k: v for k, v in config.model.items() if k != 'tokenizer'})
+  return model_cfg, tok.TOKENIZERS[config.model.get('tokenizer', 'esm')]()
 
 
-def evaluate(model: PtmModel, tokenizer, examples, candidates, channels, *, max_len, prefix='val'):
-  """Per-channel metrics on candidate residues of whole proteins, plus 'any PTM' on all residues.
-
-  Returns:
-    (flat metrics dict, thresholds chosen per channel by best F1).
-  """
-  flat, scores = predict_flat(model, tokenizer, examples, max_len=max_len)
-  return report.channel_report(flat, scores, candidates, channels, prefix=prefix)
-
-
-def baseline_metrics(train_source, examples, candidates, channels, prefix='val') -> dict:
-  """The residue-identity baseline on the evaluation proteins, as `{prefix}/.../baseline_*`."""
-  text = pipeline._text
-  fit = report.Flat.from_examples(
-    [text(ex['sequence']) for ex in train_source], [ex['labels'] for ex in train_source]
-  )
-  flat = report.Flat.from_examples(
-    [text(ex['sequence']) for ex in examples], [ex['labels'] for ex in examples]
-  )
-  scores = baselines.ResidueIdentity().fit(fit).predict(flat)
-  out, _ = report.channel_report(flat, scores, candidates, channels, prefix=prefix)
-  return {
-    k.rsplit('/', 1)[0] + '/baseline_' + k.rsplit('/', 1)[1]: v
-    for k, v in out.items()
-    if k.endswith(('/auroc', '/auprc'))
-  }
-
-
-# --- the train step --------------------------------------------------------------------
-def mask_tokens(rng, tokens, residue, cfg: ModelConfig, tokenizer: tok.Tokenizer, prob: float):
-  """BERT masking of residue tokens: 80 % <mask>, 10 % random residue, 10 % unchanged."""
-  k1, k2, k3 = jax.random.split(rng, 3)
-  chosen = residue & (jax.random.uniform(k1, tokens.shape) < prob)
-  u = jax.random.uniform(k2, tokens.shape)
-  aa_ids = jnp.array([tokenizer.id(a) for a in 'ACDEFGHIKLMNPQRSTVWY'], jnp.int32)
-  random_aa = aa_ids[jax.random.randint(k3, tokens.shape, 0, 20)]
-  new = jnp.where(u < 0.8, cfg.mask_id, jnp.where(u < 0.9, random_aa, tokens))
-  return jnp.where(chosen, new, tokens), chosen
-
-
-def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel_mask):
-  lc = config.loss
-  heads = tuple(
-    h for h, w in (('ptm', lc.ptm_weight), ('count', lc.count_weight), ('mlm', lc.mlm_weight)) if w
-  )
-  num_segments = config.data.max_segments if config.data.mode == 'pack' else 1
-  rng0 = jax.random.key(config.seed)
-
-  def loss_fn(model, batch, step):
-    tokens, seg = batch['tokens'], batch['segment_ids']
-    residue = model.residue_mask(tokens, seg)
-    inputs, chosen = tokens, None
-    if lc.mlm_weight:
-      inputs, chosen = mask_tokens(
-        jax.random.fold_in(rng0, step), tokens, residue, model.cfg, tokenizer, lc.mlm_prob
-      )
-    out = model(inputs, seg, batch['positions'], heads=heads, num_segments=num_segments)
-    total, aux = 0.0, {}
-    if lc.ptm_weight:
-      weights = cand_table[tokens] & residue[..., None] & channel_mask
-      loss, n = losses.ptm_loss(
-        out['ptm'],
-        batch['labels'],
-        weights.astype(jnp.float32),
-        pos_weight=pos_weight,
-        label_smoothing=lc.label_smoothing,
-        focal_gamma=lc.focal_gamma,
-      )
-      total += lc.ptm_weight * loss
-      aux['ptm_loss'], aux['scored'] = loss, n
-    if lc.count_weight:
-      loss = losses.count_loss(out['count'], batch['counts'], batch['counts_valid'] & channel_mask)
-      total += lc.count_weight * loss
-      aux['count_loss'] = loss
-    if lc.mlm_weight:
-      loss = losses.mlm_loss(out['mlm'], tokens, chosen)
-      total += lc.mlm_weight * loss
-      aux['mlm_loss'] = loss
-    aux['residues'] = residue.sum()
-    return total, aux
-
-  def train_step(state, batch, step):
-    model, opt = nnx.merge(graphdef, state)
-    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, step)
-    opt.update(model, grads)
-    aux['loss'] = loss
-    aux['grad_norm'] = optax_global_norm(grads)
-    return nnx.state((model, opt)), aux
-
-  return train_step
-
-
-def optax_global_norm(tree):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-# --- helpers ---------------------------------------------------------------------------
-def open_dataset(data_cfg, name: str, sub: str = '') -> dict:
-  """{split: random-access source} for a TFDS dataset, or 'synthetic' generated in code
-  (`sub` = 'source' or 'target' picks the synthetic variant)."""
-  if name == 'synthetic':
-    from ptmjax.data import synthetic
-
-    s = data_cfg.synthetic
-    variant = sub or s.variant
-    prefix = 'SRC' if variant == 'source' else 'SYN'
-    return synthetic.splits(s.num_proteins, s.seed, variant, prefix)
-  import ptmjax.data
-
-  return ptmjax.data.load(name, data_cfg.data_dir, sub or None)
-
-
-def examples(data_cfg, spec: str) -> list:
-  """Examples of 'name[/config]:split[+split...]', e.g. 'ptmdb/all:train' or 'yaam:train+unlabeled'."""
-  if ':' not in spec:
-    raise ValueError(f"dataset spec {spec!r} must look like 'name[/config]:split'")
-  full, splits = spec.rsplit(':', 1)
-  name, _, sub = full.partition('/')
-  d = open_dataset(data_cfg, name, sub)
-  out = []
-  for split in splits.split('+'):
-    if split not in d:
-      raise ValueError(f'{spec}: split {split!r} not in {full} ({sorted(d)})')
-    out.extend(d[split][i] for i in range(len(d[split])))
-  return out
-
-
-def main_spec(data_cfg, split: str) -> str:
-  sub = data_cfg.get('config') or ''
-  if data_cfg.name == 'synthetic':
-    sub = sub or data_cfg.synthetic.variant
-  return f'{data_cfg.name}{"/" + sub if sub else ""}:{split}'
-
-
-def training_examples(data_cfg) -> tuple[list, dict]:
-  """The training split plus `data.extra` datasets, less homologs of `data.exclude_homologs_of`.
-
-  Returns:
-    (examples, info) where info counts proteins per source and those removed.
-  """
-  specs = [main_spec(data_cfg, data_cfg.train_split), *data_cfg.get('extra', ())]
-  parts = {spec: examples(data_cfg, spec) for spec in specs}
-  info = {'sources': {k: len(v) for k, v in parts.items()}}
-  train = [ex for part in parts.values() for ex in part]
-  exclude = data_cfg.get('exclude_homologs_of') or ''
-  if exclude:
-    from ptmjax.data import homology
-
-    refs = {
-      f'ref{i}': pipeline._text(ex['sequence']) for i, ex in enumerate(examples(data_cfg, exclude))
-    }
-    train, removed = homology.remove_homologs(train, refs)
-    info['homologs_removed'] = len(removed)
-    info['homologs_of'] = exclude
-    log.info('removed %d training proteins homologous to %s', len(removed), exclude)
-  info['proteins'] = len(train)
-  return train, info
-
-
-def label_stats(source, candidates) -> tuple[np.ndarray, np.ndarray]:
-  """Positives and negatives per channel on candidate residues (for pos_weight='auto')."""
-  pos = np.zeros(ptm_types.NUM_TYPES, np.int64)
-  neg = np.zeros(ptm_types.NUM_TYPES, np.int64)
-  for ex in source:
-    seq = np.frombuffer(pipeline._text(ex['sequence']).encode(), 'S1').astype(str)
-    labels = np.asarray(ex['labels'])
-    for name, c in ptm_types.INDEX.items():
-      keep = (
-        np.isin(seq, list(candidates[name])) if candidates.get(name) else np.ones(len(seq), bool)
-      )
-      pos[c] += (labels[keep, c] == 1).sum()
-      neg[c] += (labels[keep, c] == 0).sum()
-  return pos, neg
-
-
-def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], list[str]]:
-  """Parameters of a model folder merged into `state_params`, except paths matching `skip`."""
-  path = ckpt.resolve_model_dir(path)
-  ckpt.read_meta(path)
-  tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
-  loaded = ocp.PyTreeCheckpointer().restore(
-    path / 'params',
-    args=ocp.args.PyTreeRestore(
-      restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    ),
-  )
-  flat_loaded = {
-    optimizer.path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]
-  }
-  skip_re = [re.compile(s) for s in skip]
-  taken, skipped = [], []
-
-  def pick(p, current):
-    name = optimizer.path_str(p)
-    if any(r.fullmatch(name) for r in skip_re):
-      skipped.append(name)
-      return current
-    if name not in flat_loaded:
-      raise ValueError(f'init_from {path}: no parameter {name} (add it to skip to keep it fresh)')
-    value = flat_loaded[name]
-    if value.shape != current.shape:
-      raise ValueError(f'init_from {path}: {name} has shape {value.shape}, model {current.shape}')
-    taken.append(name)
-    return jnp.asarray(value, current.dtype)
-
-  return jax.tree_util.tree_map_with_path(pick, state_params), taken, skipped
-
-
-def named(state) -> dict:
-  """The (model, optimizer) state as the plain dict a checkpoint holds: {'model', 'optimizer'}."""
-  pure = state.to_pure_dict()
-  return {'model': pure[0], 'optimizer': pure[1]}
-
-
-def unnamed(tree: dict) -> dict:
-  return {0: tree['model'], 1: tree['optimizer']}
+def channels_and_weights(config, train_source, candidates: Candidates):
+  """The channels trained (only those with both classes in the training data) and the
+  positive-class weight per channel ('auto': negatives / positives, capped)."""
+  channels = list(config.loss.channels or ptm_types.PTM_NAMES)
+  pos_weight = config.loss.pos_weight
+  if config.loss.ptm_weight or config.loss.count_weight:
+    pos, neg = candidates.label_counts(train_source)
+    channels = [c for c in channels if pos[ptm_types.INDEX[c]] and neg[ptm_types.INDEX[c]]]
+  if pos_weight == 'auto' and not config.loss.ptm_weight:
+    pos_weight = 1.0  # no PTM loss: nothing to weigh
+  elif isinstance(pos_weight, str) and pos_weight != 'auto':
+    pos_weight = float(pos_weight)  # '5' from the command line
+  if pos_weight == 'auto':
+    pos_weight = np.minimum(neg / np.maximum(pos, 1), config.loss.max_pos_weight).astype(np.float32)
+  pos_weight = np.broadcast_to(np.asarray(pos_weight, np.float32), (ptm_types.NUM_TYPES,))
+  return channels, pos_weight
 
 
 # --- the loop --------------------------------------------------------------------------
@@ -313,52 +95,15 @@ def train(config, workdir) -> dict:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
 
   # ---- Data -----------------------------------------------------------------------
-  train_source, data_info = training_examples(config.data)
-  candidates = config.data.candidates
-  if candidates == 'auto':
-    candidates = pipeline.derive_candidates(train_source)
-  elif isinstance(candidates, str):  # 'phosphorylation=STY,acetylation=K'
-    pairs = [kv.split('=') for kv in candidates.split(',') if kv.strip()]
-    candidates = {k.strip(): v.strip().upper() for k, v in pairs}
-  candidates = dict(candidates or {})
-  tokenizer = tok.TOKENIZERS[config.model.get('tokenizer', 'esm')]()
-  model_cfg = ModelConfig.from_dict({k: v for k, v in config.model.items() if k != 'tokenizer'})
-  if config.init_from.get('path'):
-    meta = ckpt.read_meta(ckpt.resolve_model_dir(config.init_from.path))
-    tokenizer = ckpt.tokenizer_from_dict(meta['tokenizer'])
-    keep = {
-      k: v
-      for k, v in config.model.items()
-      if k
-      in (
-        'dtype',
-        'remat',
-        'dropout_rate',
-        'ptm_head',
-        'head_dim',
-        'conv_width',
-        'attention_dropout_rate',
-      )
-    }
-    model_cfg = ModelConfig.from_dict({**meta['model'], **keep})
-  channels = list(config.loss.channels or ptm_types.PTM_NAMES)
-  pos_weight = config.loss.pos_weight
-  if config.loss.ptm_weight or config.loss.count_weight:
-    # Only channels with both classes in the training data are trained and reported.
-    pos, neg = label_stats(train_source, candidates)
-    channels = [c for c in channels if pos[ptm_types.INDEX[c]] and neg[ptm_types.INDEX[c]]]
+  train_source, data_info = sources.training_examples(config.data)
+  candidates = Candidates.from_config(config.data.candidates, train_source)
+  model_cfg, tokenizer = model_and_tokenizer(config)
+  channels, pos_weight = channels_and_weights(config, train_source, candidates)
   channel_mask = np.isin(np.array(ptm_types.PTM_NAMES), channels)
-  if pos_weight == 'auto' and not config.loss.ptm_weight:
-    pos_weight = 1.0  # no PTM loss: nothing to weigh
-  elif isinstance(pos_weight, str) and pos_weight != 'auto':
-    pos_weight = float(pos_weight)  # '5' from the command line
-  if pos_weight == 'auto':
-    pos_weight = np.minimum(neg / np.maximum(pos, 1), config.loss.max_pos_weight).astype(np.float32)
-  pos_weight = np.broadcast_to(np.asarray(pos_weight, np.float32), (ptm_types.NUM_TYPES,))
   run_info = {
     'data': data_info,
     'channels': channels,
-    'candidates': candidates,
+    'candidates': candidates.to_json(),
     'pos_weight': dict(zip(ptm_types.PTM_NAMES, map(float, pos_weight), strict=True)),
     'model': model_cfg.to_dict(),
   }
@@ -379,7 +124,7 @@ def train(config, workdir) -> dict:
   data_iter = pipeline.Iterator(pipe)
   eval_examples = []
   if config.eval.every_steps:
-    src = examples(config.data, main_spec(config.data, config.data.eval_split))
+    src = sources.examples(config.data, sources.main_spec(config.data, config.data.eval_split))
     n = min(len(src), config.eval.max_proteins or len(src))
     eval_examples = src[:n]
 
@@ -434,19 +179,19 @@ def train(config, workdir) -> dict:
     # this run's shardings, whatever the mesh that wrote it.
     target = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      named(state),
-      named(state_sharding),
+      ckpt.state_to_tree(state),
+      ckpt.state_to_tree(state_sharding),
     )
     restored = latest.restore(
       start_step,
       args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
     )
-    nnx.replace_by_pure_dict(state, unnamed(restored['state']))
+    nnx.replace_by_pure_dict(state, ckpt.state_from_tree(restored['state']))
     data_iter.restore(restored['data'])
     log.info('resumed from step %d (%s)', start_step, data_iter.state)
   elif config.init_from.get('path'):
     params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param).to_pure_dict()
-    merged, taken, skipped = init_params_from(
+    merged, taken, skipped = ckpt.init_params_from(
       params, config.init_from.path, config.init_from.get('skip', ())
     )
     model, opt = nnx.merge(graphdef, state)
@@ -462,7 +207,7 @@ def train(config, workdir) -> dict:
     )
 
   # ---- Steps ----------------------------------------------------------------------
-  cand_table = jnp.asarray(losses.candidate_table(tokenizer, candidates))
+  cand_table = jnp.asarray(candidates.token_table(tokenizer))
   step_fn = make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel_mask)
   train_step = jax.jit(
     step_fn,
@@ -500,14 +245,15 @@ def train(config, workdir) -> dict:
     manager.save(
       step,
       args=ocp.args.Composite(
-        state=ocp.args.StandardSave(named(state)), data=ocp.args.JsonSave(data_iter.state)
+        state=ocp.args.StandardSave(ckpt.state_to_tree(state)),
+        data=ocp.args.JsonSave(data_iter.state),
       ),
       metrics=extra_metrics,
       force=True,
     )
 
   if eval_examples and start_step == 0:
-    writer.write(0, baseline_metrics(train_source, eval_examples, candidates, channels))
+    writer.write(0, scoring.baseline_metrics(train_source, eval_examples, candidates, channels))
   try:
     with jax.set_mesh(mesh):
       for step in range(start_step + 1, total + 1):
@@ -543,7 +289,7 @@ def train(config, workdir) -> dict:
           window = {'loss': [], 'residues': 0, 'time': time.perf_counter(), 'tokens': 0, 'real': 0}
         if eval_examples and (step % config.eval.every_steps == 0 or step == total):
           model = nnx.merge(graphdef, state)[0]
-          last_eval, thresholds = evaluate(
+          last_eval, thresholds = scoring.evaluate(
             model, tokenizer, eval_examples, candidates, channels, max_len=config.data.max_len
           )
           writer.write(step, last_eval)
@@ -575,7 +321,7 @@ def train(config, workdir) -> dict:
     {
       'config': json.loads(config.to_json_best_effort()),
       'step': total,
-      'candidates': candidates,
+      'candidates': candidates.to_json(),
       'channels': channels,
       'thresholds': thresholds,  # best F1 on the last validation pass
       'metrics': last_eval,

@@ -1,0 +1,134 @@
+"""What every training config shares: the base settings and the sizes.
+
+Each dataset config (`yaam`, `ptmdb`, `pretrain`, `synthetic`) is a short delta
+on `base()`, then `resize(c, size)`. Section order: seed, data, model, loss,
+optim, sharding, checkpoint, eval.
+"""
+
+import ml_collections
+
+from ptmjax import sharding as shd
+
+
+def base() -> ml_collections.ConfigDict:
+  """Every training setting, with the defaults a dataset config then changes."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.progress = True
+  c.log_every_steps = 25
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ''  # set by each dataset config: 'yaam', 'ptmdb', 'synthetic'
+  c.data.data_dir = 'tfds_data'
+  c.data.config = ''
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.batch_size = 16
+  c.data.max_len = 512
+  c.data.mode = 'pack'  # or 'bucket'
+  c.data.max_segments = 8
+  # 'auto': derived from the training labels; or e.g. 'phosphorylation=STY,acetylation=K'
+  c.data.candidates = 'auto'
+  c.data.extra = ()  # more training data: ('ptmdb/all:train', 'yaam:unlabeled', ...)
+  c.data.exclude_homologs_of = ''  # e.g. 'yaam:validation+test': drop their homologs from training
+
+  c.model = ml_collections.ConfigDict(
+    dict(
+      tokenizer='esm',
+      vocab_size=33,
+      num_layers=4,
+      embed_dim=128,
+      num_heads=8,
+      mlp_dim=512,
+      max_len=1026,
+      dropout_rate=0.1,
+      ptm_head='mlp',
+      head_dim=64,
+      dtype='float32',
+    )
+  )
+  c.init_from = ml_collections.ConfigDict(dict(path='', skip=('ptm_head/.*', 'count_head/.*')))
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.channels = ()  # () = every channel with labels
+  c.loss.ptm_weight = 1.0
+  c.loss.pos_weight = 'auto'  # negatives / positives per channel, capped
+  c.loss.max_pos_weight = 20.0
+  c.loss.label_smoothing = 0.05
+  c.loss.focal_gamma = 0.0
+  c.loss.count_weight = 0.0
+  c.loss.mlm_weight = 0.0
+  c.loss.mlm_prob = 0.15
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.total_steps = 2000
+  c.optim.warmup_steps = 100
+  c.optim.decay = 'cosine'
+  c.optim.end_lr_ratio = 0.0
+  c.optim.weight_decay = 0.01
+  c.optim.grad_clip_norm = 1.0
+  c.optim.grad_accum_steps = 1
+  c.optim.layer_decay = 1.0
+  c.optim.freeze = ()
+  c.optim.freeze_steps = 0
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.mesh = {'data': -1, 'fsdp': 1, 'tensor': 1}
+  c.sharding.rules = shd.DEFAULT_RULES
+  c.sharding.num_devices = 0  # 0 = all; N = the first N (tests)
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 200
+  c.checkpoint.keep_best = 2
+  c.checkpoint.best_metric = 'val/phosphorylation/auroc'
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 500
+  c.eval.max_proteins = 0  # 0 = the whole split
+
+  return c
+
+
+SIZES = ('tiny', 'small', 'full')
+
+
+def resize(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """The model and run sizes every experiment config shares.
+
+  tiny: seconds to a minute on CPU (tests, smoke runs); small: the 2-CPU-core
+  comparison (about an hour for every arm and seed); full: a GPU or TPU with an
+  ESM-2-35M-sized encoder (or an imported checkpoint via init_from) and 1,024 tokens.
+  """
+  arg = arg or 'small'
+  if arg == 'tiny':
+    c.model.update(
+      num_layers=2, embed_dim=64, num_heads=4, mlp_dim=256, head_dim=32, dropout_rate=0.0
+    )
+    c.data.update(batch_size=8, max_len=256)
+    c.optim.update(total_steps=300, warmup_steps=30, lr=2e-3)
+    c.eval.update(every_steps=150, max_proteins=200)
+    c.checkpoint.every_steps = 100
+    c.log_every_steps = 10
+  elif arg == 'small':
+    c.model.update(
+      num_layers=3, embed_dim=96, num_heads=4, mlp_dim=384, head_dim=64, dropout_rate=0.0
+    )
+    c.data.update(batch_size=16, max_len=256)
+    c.optim.update(total_steps=600, warmup_steps=60, lr=2e-3)
+    c.eval.update(every_steps=200, max_proteins=200)
+    c.checkpoint.every_steps = 200
+    c.log_every_steps = 20
+  elif arg == 'full':
+    # ESM-2-35M-sized; bf16 compute, fp32 params. On a GPU/TPU, ~1 h per stage.
+    c.model.update(
+      num_layers=12, embed_dim=480, num_heads=20, mlp_dim=1920, head_dim=128, dtype='bfloat16'
+    )
+    c.data.update(batch_size=32, max_len=1024)
+    c.optim.update(total_steps=10_000, warmup_steps=500, lr=1e-4, layer_decay=0.9)
+    c.eval.update(every_steps=1000, max_proteins=0)
+    c.checkpoint.every_steps = 1000
+    c.log_every_steps = 50
+  else:
+    raise ValueError(f'unknown config arg {arg!r}: use one of {SIZES}')
+  return c

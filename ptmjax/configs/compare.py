@@ -1,0 +1,95 @@
+r"""Single-stage (YAAM only) vs two-stage (ptmDB, then YAAM), over seeds, with baselines.
+
+    ptmjax compare --config compare:small --workdir runs/compare \
+      --config.data_dir=tfds_data
+
+Stages, each a `ptmjax train` run in its own work dir (re-running resumes):
+
+  init     stage 0 (masked-LM pretraining, configs/pretrain.py) or, with
+           `stage0.enabled=False`, a random initialisation; or `init_path`, a
+           converted checkpoint (`ptmjax convert-hf`). Shared by every arm and seed.
+  single   YAAM from init (configs/yaam.py).
+  stage1   ptmDB from init, homologs of YAAM validation/test removed (configs/ptmdb.py).
+  two      YAAM from stage1 (the PTM head is kept: the channels are shared).
+  count    optional (`count_pretask=True`): the blog's pre-task, per-protein PTM
+           counts on YAAM from init, then YAAM per residue.
+
+Sizes: `tiny` (CI smoke, a minute), `small` (2 CPU cores, about an hour for 3
+seeds), `full` (GPU/TPU, ESM-2-35M-sized), `quickstart` (synthetic data generated
+in code, no files; what `ptmjax quickstart` runs, a few minutes).
+"""
+
+import ml_collections
+
+from ptmjax.configs import pretrain, ptmdb, yaam
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  size = arg or 'small'
+  base = 'tiny' if size == 'quickstart' else size
+  c = ml_collections.ConfigDict()
+  c.size = size
+  c.seeds = '0,1,2'  # comma-separated (a string so --config.seeds=0 works)
+  c.data_dir = 'tfds_data'
+  c.init_path = ''  # a model folder to start every arm from (skips stage 0)
+  c.count_pretask = False
+  c.report = ml_collections.ConfigDict(
+    dict(
+      split='test',
+      bootstrap=1000,
+      min_test_sites=20,  # channels with fewer test sites are left out of the tables
+      channels=('phosphorylation', 'ubiquitination', 'acetylation', 'succinylation'),
+      pca_proteins=200,  # validation/test proteins whose serines go into the PCA and probe
+    )
+  )
+  c.stage0 = pretrain.get_config(base)
+  c.stage0.enabled = True
+  c.stage1 = ptmdb.get_config(base)
+  c.stage2 = yaam.get_config(base)
+  c.stage2.init_from.skip = ()  # two-stage keeps the stage-1 PTM head
+  c.single = yaam.get_config(base)
+  c.count = yaam.get_config(base)
+  c.count.loss.update(ptm_weight=0.0, count_weight=1.0)
+  c.count.eval.every_steps = 0
+  c.count.checkpoint.best_metric = ''
+  c.count.optim.total_steps = c.single.optim.total_steps // 2
+  for stage in (c.stage0, c.stage1, c.stage2, c.single, c.count):
+    stage.progress = False
+
+  if size == 'tiny':  # CI: every stage runs a few steps
+    c.seeds = '0'
+    c.count_pretask = True
+    c.report.bootstrap = 50
+    c.report.pca_proteins = 20
+    for stage in (c.stage0, c.stage1, c.stage2, c.single, c.count):
+      stage.optim.update(total_steps=4, warmup_steps=1)
+      stage.eval.update(every_steps=4, max_proteins=10)
+      stage.log_every_steps = 2
+    c.stage0.eval.every_steps = 0
+    c.count.eval.every_steps = 0
+    for stage in (c.stage2, c.single):
+      stage.data.max_len = 128
+  elif size == 'small':
+    c.count_pretask = True
+    c.report.bootstrap = 300
+  elif size == 'quickstart':
+    c.seeds = '0,1'
+    c.stage0.enabled = False  # random synthetic sequences have nothing to pretrain on
+    c.report.update(bootstrap=500, min_test_sites=10, pca_proteins=50)
+    c.report.channels = ('phosphorylation', 'acetylation')
+    for stage, variant, n in ((c.stage1, 'source', 1000), (c.stage2, 'target', 500),
+                              (c.single, 'target', 500), (c.count, 'target', 500)):  # fmt: skip
+      stage.data.name = 'synthetic'
+      stage.data.config = variant
+      stage.data.synthetic = ml_collections.ConfigDict(
+        dict(num_proteins=n, seed=0, variant=variant)
+      )
+      stage.data.exclude_homologs_of = ''
+      stage.model.update(ptm_head='conv', conv_width=9)
+      stage.eval.update(every_steps=100, max_proteins=30)
+      stage.optim.update(total_steps=200, warmup_steps=20, lr=3e-3)
+    c.stage1.optim.total_steps = 300
+    c.stage1.eval.max_proteins = 30
+  elif size != 'full':
+    raise ValueError(f'unknown size {size!r}: use tiny, small, full or quickstart')
+  return c

@@ -1,0 +1,91 @@
+"""The pure train step: masked-LM corruption, the weighted losses of the heads, one optimizer
+update. State and batch in, new state and a metrics dict out; the step number is folded
+into the RNG so a resumed run draws the same masks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ptmjax.data import tokenizer as tok
+from ptmjax.models import ModelConfig
+from ptmjax.training import losses
+
+
+def mask_tokens(rng, tokens, residue, cfg: ModelConfig, tokenizer: tok.Tokenizer, prob: float):
+  """BERT masking of residue tokens: 80 % <mask>, 10 % random residue, 10 % unchanged."""
+  k1, k2, k3 = jax.random.split(rng, 3)
+  chosen = residue & (jax.random.uniform(k1, tokens.shape) < prob)
+  u = jax.random.uniform(k2, tokens.shape)
+  aa_ids = jnp.array([tokenizer.id(a) for a in 'ACDEFGHIKLMNPQRSTVWY'], jnp.int32)
+  random_aa = aa_ids[jax.random.randint(k3, tokens.shape, 0, 20)]
+  new = jnp.where(u < 0.8, cfg.mask_id, jnp.where(u < 0.9, random_aa, tokens))
+  return jnp.where(chosen, new, tokens), chosen
+
+
+def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel_mask):
+  """The pure train step `(state, batch, step) -> (state, metrics)` for `jax.jit`.
+
+  Args:
+    graphdef: the (model, optimizer) graph definition; `state` is its state.
+    config: the training config (its `loss`, `data` and `seed` sections).
+    tokenizer: the model's tokenizer (masking draws residue tokens from it).
+    cand_table: bool [vocab, channels], `Candidates.token_table`.
+    pos_weight: float [channels], weight of positive entries.
+    channel_mask: bool [channels], the channels trained.
+  """
+  lc = config.loss
+  heads = tuple(
+    h for h, w in (('ptm', lc.ptm_weight), ('count', lc.count_weight), ('mlm', lc.mlm_weight)) if w
+  )
+  num_segments = config.data.max_segments if config.data.mode == 'pack' else 1
+  rng0 = jax.random.key(config.seed)
+
+  def loss_fn(model, batch, step):
+    tokens, seg = batch['tokens'], batch['segment_ids']
+    residue = model.residue_mask(tokens, seg)
+    inputs, chosen = tokens, None
+    if lc.mlm_weight:
+      inputs, chosen = mask_tokens(
+        jax.random.fold_in(rng0, step), tokens, residue, model.cfg, tokenizer, lc.mlm_prob
+      )
+    out = model(inputs, seg, batch['positions'], heads=heads, num_segments=num_segments)
+    total, aux = 0.0, {}
+    if lc.ptm_weight:
+      weights = cand_table[tokens] & residue[..., None] & channel_mask
+      loss, n = losses.ptm_loss(
+        out['ptm'],
+        batch['labels'],
+        weights.astype(jnp.float32),
+        pos_weight=pos_weight,
+        label_smoothing=lc.label_smoothing,
+        focal_gamma=lc.focal_gamma,
+      )
+      total += lc.ptm_weight * loss
+      aux['ptm_loss'], aux['scored'] = loss, n
+    if lc.count_weight:
+      loss = losses.count_loss(out['count'], batch['counts'], batch['counts_valid'] & channel_mask)
+      total += lc.count_weight * loss
+      aux['count_loss'] = loss
+    if lc.mlm_weight:
+      loss = losses.mlm_loss(out['mlm'], tokens, chosen)
+      total += lc.mlm_weight * loss
+      aux['mlm_loss'] = loss
+    aux['residues'] = residue.sum()
+    return total, aux
+
+  def train_step(state, batch, step):
+    model, opt = nnx.merge(graphdef, state)
+    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, step)
+    opt.update(model, grads)
+    aux['loss'] = loss
+    aux['grad_norm'] = global_norm(grads)
+    return nnx.state((model, opt)), aux
+
+  return train_step
+
+
+def global_norm(tree):
+  """The L2 norm of every leaf together, in float32."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
