@@ -231,6 +231,23 @@ def test_previous_layout_model_folder_predicts_as_before(tmp_path):
         assert math.isclose(float(x), float(y), abs_tol=1.5e-4), (a, b)
 
 
+def test_previous_layout_dataset_loads_as_a_fresh_build(tmp_path):
+  """A dataset built by the old layout (module `data_builders.yaam...` in its info) loads
+  under the same builder name and version and holds what a build by this code holds."""
+  from conftest import DUMMY_YAAM
+
+  from ptmjax.data import sources
+
+  old = sources.load('yaam', OLD / 'tfds')
+  sources.build('yaam', DUMMY_YAAM, tmp_path)
+  new = sources.load('yaam', tmp_path)
+  assert {k: len(v) for k, v in old.items()} == {k: len(v) for k, v in new.items()}
+  for split in new:
+    for a, b in zip(old[split], new[split], strict=True):
+      assert a['id'] == b['id'] and a['sequence'] == b['sequence']
+      np.testing.assert_array_equal(a['labels'], b['labels'])
+
+
 def test_previous_layout_work_dir_resumes_to_the_uninterrupted_result(tmp_path):
   """A work dir interrupted under the old layout (saved at step 4 of 6) resumes with this
   code and ends where the old code's uninterrupted run ended."""
