@@ -133,7 +133,8 @@ def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], l
   Returns:
     (merged parameters, paths taken from the folder, paths skipped).
   """
-  path = resolve_model_dir(path)
+  # Absolute: Orbax reads no metadata from a relative path (`.tree` of None).
+  path = resolve_model_dir(path).absolute()
   read_meta(path)
   tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
   loaded = ocp.PyTreeCheckpointer().restore(

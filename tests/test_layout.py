@@ -248,6 +248,26 @@ def test_previous_layout_dataset_loads_as_a_fresh_build(tmp_path):
       np.testing.assert_array_equal(a['labels'], b['labels'])
 
 
+def test_init_from_a_relative_model_folder(monkeypatch):
+  """`init_from.path` relative to the working directory, as the quickstart's
+  `--workdir runs/quickstart` gives it (Orbax needs absolute paths)."""
+  from ptmjax import checkpoint as ckpt
+
+  model, _, _ = ckpt.load_model(OLD / 'model')
+  params = nnx_params(model)
+  monkeypatch.chdir(OLD.parent)
+  merged, taken, skipped = ckpt.init_params_from(params, 'layout_0808f8c/model', ('ptm_head/.*',))
+  assert taken and all(s.startswith('ptm_head/') for s in skipped) and skipped
+  for x, y in zip(jax.tree.leaves(merged), jax.tree.leaves(params), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def nnx_params(model):
+  from flax import nnx
+
+  return nnx.state(model, nnx.Param).to_pure_dict()
+
+
 def test_previous_layout_work_dir_resumes_to_the_uninterrupted_result(tmp_path):
   """A work dir interrupted under the old layout (saved at step 4 of 6) resumes with this
   code and ends where the old code's uninterrupted run ended."""
