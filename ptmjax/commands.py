@@ -26,6 +26,15 @@ def add_study_arguments(parser: argparse.ArgumentParser, config_example: str, wo
   parser.add_argument('--workdir', required=True, help=workdir_help)
 
 
+def study_config(name: str, args, overrides):
+  """A study's locked config and the command line that reproduces it (for its provenance)."""
+  from ptmjax import configs
+
+  config = configs.load(args.config, overrides)
+  parts = [f'ptmjax {name}', f'--config {args.config}', f'--workdir {args.workdir}', *overrides]
+  return config, ' '.join(parts)
+
+
 def run_guarded(prog: str, fn: Callable[[], int]) -> int:
   """Runs `fn`; bad input (the message names file, line, record) and missing files are the
   user's to fix: one line on stderr and exit 2, not a traceback."""

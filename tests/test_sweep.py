@@ -131,6 +131,8 @@ def test_cli_sweep_on_real_yaam(real_tfds, tmp_path):
   rc = cli.main(['sweep', '--config', 'sweep:tiny', '--workdir',
                  str(tmp_path), f'--config.train.data.data_dir={data_dir}'])  # fmt: skip
   assert rc == 0
-  results = json.loads((tmp_path / 'results.json').read_text())['trials']
+  payload = json.loads((tmp_path / 'results.json').read_text())
+  results = payload['trials']
   assert len(results) == 2 and all(r['status'] == 'ok' for r in results)
+  assert payload['provenance']['git'] and 'CPU cores' in payload['provenance']['machine']
   assert 'ptmjax sweep --config sweep:tiny' in (tmp_path / 'results.md').read_text()

@@ -228,12 +228,9 @@ def quickstart(workdir, overrides=()) -> pathlib.Path:
 
 def run_from_args(args, overrides) -> int:
   """`ptmjax compare` and `python -m ptmjax.studies.compare`: --config, --workdir, overrides."""
-  from ptmjax import configs
+  from ptmjax import commands
 
-  config = configs.load(args.config, overrides)
-  command = ' '.join(
-    ['ptmjax compare', f'--config {args.config}', f'--workdir {args.workdir}', *overrides]
-  )
+  config, command = commands.study_config('compare', args, overrides)
   print(f'report: {run(config, args.workdir, command)}')
   return 0
 

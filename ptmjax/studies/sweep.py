@@ -189,7 +189,8 @@ def _sort_key(r):
   return (r['status'] != 'ok', -m if m == m else math.inf)
 
 
-def write_results(workdir: pathlib.Path, config, results: list[dict], command: str) -> None:
+def write_results(workdir: pathlib.Path, config, results: list[dict], provenance: dict) -> None:
+  command = provenance.get('command', '')
   results = sorted(results, key=_sort_key)
   names = list(parse_space(config.space))
   ok = [r for r in results if r['status'] == 'ok' and r['metric'] == r['metric']]
@@ -199,6 +200,8 @@ def write_results(workdir: pathlib.Path, config, results: list[dict], command: s
     f'# Hyper-parameter sweep ({config.method}, {len(results)} trials)',
     '',
     f'Command: `{command}`' if command else '',
+    '',
+    f'Code: `{provenance.get("git", "unknown")}`; machine: {provenance.get("machine", "unknown")}.',
     '',
     f'Sorted by the last validation `{config.metric}` of each trial (larger is better); '
     f'"best" is the best value over its evaluations, at that step. These are validation '
@@ -246,7 +249,11 @@ def write_results(workdir: pathlib.Path, config, results: list[dict], command: s
   lines.append('\n![metric against each hyper-parameter](sweep.png)\n' if ok else '')
   (workdir / 'results.md').write_text('\n'.join(lines) + '\n')
   (workdir / 'results.json').write_text(
-    json.dumps({'metric': config.metric, 'command': command, 'trials': results}, indent=1) + '\n'
+    json.dumps(
+      {'metric': config.metric, 'command': command, 'provenance': provenance, 'trials': results},
+      indent=1,
+    )
+    + '\n'
   )
   if ok:
     _plot(workdir / 'sweep.png', config.metric, names, ok)
@@ -287,6 +294,7 @@ def _plot(path, metric, names, results):
 
 def run(config, workdir, command: str = '') -> pathlib.Path:
   """Runs (or resumes) every planned trial; returns WORKDIR/results.md."""
+  provenance = runs.provenance(command)  # the code that runs the trials
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   trials = plan(config)
@@ -316,21 +324,18 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     last = results[-3:]
     if len(last) == 3 and all(x['status'] == 'failed' for x in last):
       if len({x['error'] for x in last}) == 1:  # not the hyper-parameters: the set-up
-        write_results(workdir, config, results, command)
+        write_results(workdir, config, results, provenance)
         raise SweepError(f'three trials in a row failed with {last[0]["error"]}')
     print(f'  -> {config.metric} {r["metric"]:.4f} ({r["status"]}, {r["seconds"]:.0f} s)')
-    write_results(workdir, config, results, command)  # a partial table while it runs
+    write_results(workdir, config, results, provenance)  # a partial table while it runs
   return workdir / 'results.md'
 
 
 def run_from_args(args, overrides) -> int:
   """`ptmjax sweep` and `python -m ptmjax.studies.sweep`: --config, --workdir, overrides."""
-  from ptmjax import configs
+  from ptmjax import commands
 
-  config = configs.load(args.config, overrides)
-  command = ' '.join(
-    ['ptmjax sweep', f'--config {args.config}', f'--workdir {args.workdir}', *overrides]
-  )
+  config, command = commands.study_config('sweep', args, overrides)
   try:
     path = run(config, args.workdir, command)
   except SweepError as e:
