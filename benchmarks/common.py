@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[1]  # benchmarks/ sits at the repository root
 
 # (layers, width, heads, mlp): ESM-2 shapes (facebook/esm2_t6_8M_UR50D, t12_35M, t30_150M).
 SIZES = {

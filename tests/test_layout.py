@@ -306,3 +306,11 @@ def test_previous_layout_work_dir_resumes_to_the_uninterrupted_result(tmp_path):
   assert jax.tree.structure(new) == jax.tree.structure(old)
   for x, y in zip(jax.tree.leaves(new), jax.tree.leaves(old), strict=True):
     np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_benchmarks_find_the_repository():
+  """benchmarks/ runs from a clone (not installed): its root and default data path."""
+  from benchmarks import common
+
+  assert common.REPO == REPO
+  assert (common.REPO / 'benchmarks' / '__init__.py').is_file()
