@@ -61,6 +61,33 @@ def _convert_hf(args) -> int:
   return 0
 
 
+def _convert_proteinbert(args) -> int:
+  from ptmjax import checkpoint
+  from ptmjax.models import num_params
+  from ptmjax.models import proteinbert_import as pbi
+
+  overrides = {'padding': args.padding}
+  if args.ptm_head:
+    overrides['ptm_head'] = args.ptm_head
+  start = time.perf_counter()
+  try:
+    model, tokenizer, info = pbi.convert(
+      args.pickle, dilation=args.dilation, seed=args.seed, **overrides
+    )
+  except pbi.ConversionError as e:
+    print(f'ptmjax convert-proteinbert: error: {e}', file=sys.stderr)
+    return 2
+  path = checkpoint.save_model(args.out, model, tokenizer, info)
+  s = info['sizes']
+  print(
+    f'converted ProteinBERT ({num_params(model.cfg) / 1e6:.1f} M parameters with heads; '
+    f'{s["num_blocks"]} blocks, local {s["local_dim"]}, global {s["global_dim"]}, '
+    f'{s["num_heads"]} heads, {s["num_annotations"]} annotations; padding {args.padding}) '
+    f'in {time.perf_counter() - start:.1f} s -> {path}'
+  )
+  return 0
+
+
 def _embed(args) -> int:
   from ptmjax import embed
 
@@ -230,6 +257,27 @@ def main(argv=None) -> int:
   c.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
   c.add_argument('--seed', type=int, default=0, help='initialises the new heads')
   c.set_defaults(fn=_convert_hf)
+
+  pb = sub.add_parser(
+    'convert-proteinbert',
+    help="import ProteinBERT weights (the protein-bert package's pickle, read with NumPy only)",
+  )
+  pb.add_argument('--pickle', required=True, help='e.g. epoch_92400_sample_23500000.pkl')
+  pb.add_argument('--out', required=True, help='model folder to write')
+  pb.add_argument(
+    '--dilation', type=int, default=5, help="the wide convolution's dilation (not in the file)"
+  )
+  pb.add_argument(
+    '--padding',
+    choices=('masked', 'reference'),
+    default='masked',
+    help="masked: padding never changes outputs; reference: the original's fixed-length rows",
+  )
+  pb.add_argument(
+    '--ptm-head', choices=('linear', 'mlp', 'conv'), default=None, help='PTM head type'
+  )
+  pb.add_argument('--seed', type=int, default=0, help='initialises the new PTM and count heads')
+  pb.set_defaults(fn=_convert_proteinbert)
 
   e = sub.add_parser('embed', help='per-residue and pooled embeddings of a FASTA file')
   e.add_argument('--checkpoint', required=True, help='model folder (or training work dir)')

@@ -21,6 +21,9 @@ ESM_VOCAB = (
 )
 # ProtBert (Rostlab/prot_bert) vocab.txt order.
 PROTBERT_VOCAB = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]') + tuple('LAGVESIKRDTPNQFYMHCWXUBZO')
+# ProteinBERT (protein-bert package, tokenization.py): 20 amino acids + U + X, then
+# <OTHER> (anything else: B, Z, O, lowercase), <START>, <END>, <PAD>; no mask token.
+PROTEINBERT_VOCAB = tuple('ACDEFGHIKLMNPQRSTUVWXY') + ('<OTHER>', '<START>', '<END>', '<PAD>')
 # ptmjax's own vocabulary for models trained from scratch.
 PTMJAX_VOCAB = ('<pad>', '<cls>', '<eos>', '<unk>', '<mask>') + tuple('ACDEFGHIKLMNPQRSTVWYXUOBZ')
 
@@ -31,8 +34,10 @@ class Tokenizer:
 
   Attributes:
     vocab: token strings in id order.
-    cls, eos, pad, unk, mask: special token strings (eos may be None).
+    cls, eos, pad, unk, mask: special token strings (eos and mask may be None:
+      ProteinBERT has no mask token, its pretraining replaces tokens instead).
     rare_to_x: residues encoded as X (ProtBert was trained with U/Z/O/B -> X).
+    fold_case: lowercase letters encode as their uppercase (ProteinBERT: they are <OTHER>).
   """
 
   vocab: tuple[str, ...]
@@ -40,20 +45,25 @@ class Tokenizer:
   eos: str | None
   pad: str
   unk: str
-  mask: str
+  mask: str | None
   rare_to_x: str = ''
+  fold_case: bool = True
 
   def __post_init__(self):
     ids = {t: i for i, t in enumerate(self.vocab)}
     if len(ids) != len(self.vocab):
       raise ValueError('vocabulary has repeated tokens')
-    for name in ('cls', 'pad', 'unk', 'mask') + (('eos',) if self.eos else ()):
+    for name in (
+      ('cls', 'pad', 'unk') + (('eos',) if self.eos else ()) + (('mask',) if self.mask else ())
+    ):
       if getattr(self, name) not in ids:
         raise ValueError(f'special token {getattr(self, name)!r} ({name}) not in vocabulary')
     lut = np.full(256, ids[self.unk], np.int32)
     for token, i in ids.items():
       if len(token) == 1:
-        lut[ord(token)] = lut[ord(token.lower())] = i
+        lut[ord(token)] = i
+        if self.fold_case:
+          lut[ord(token.lower())] = i
     for aa in self.rare_to_x:
       lut[ord(aa)] = lut[ord(aa.lower())] = ids['X']
     object.__setattr__(self, '_ids', ids)
@@ -77,7 +87,8 @@ class Tokenizer:
 
   @property
   def mask_id(self) -> int:
-    return self._ids[self.mask]
+    """The mask token's id, -1 for a family without one."""
+    return self._ids[self.mask] if self.mask else -1
 
   @property
   def eos_id(self) -> int | None:
@@ -159,7 +170,19 @@ def ptmjax_default() -> Tokenizer:
   return Tokenizer(PTMJAX_VOCAB, cls='<cls>', eos='<eos>', pad='<pad>', unk='<unk>', mask='<mask>')
 
 
-TOKENIZERS = {'esm': esm, 'protbert': protbert, 'ptmjax': ptmjax_default}
+def proteinbert() -> Tokenizer:
+  return Tokenizer(
+    PROTEINBERT_VOCAB, cls='<START>', eos='<END>', pad='<PAD>', unk='<OTHER>', mask=None,
+    fold_case=False,
+  )  # fmt: skip
+
+
+TOKENIZERS = {
+  'esm': esm,
+  'protbert': protbert,
+  'ptmjax': ptmjax_default,
+  'proteinbert': proteinbert,
+}
 
 
 def from_vocab_file(path, family: str) -> Tokenizer:

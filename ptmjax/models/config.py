@@ -53,6 +53,18 @@ class ModelConfig:
       far less memory on CPU, where XLA's batched matmuls over [B, H, T, T]
       run out of cache), or
       'auto' (rows on CPU, xla elsewhere). Same numbers either way.
+    family: 'transformer' (ESM-2 / BERT: the fields above) or 'proteinbert'
+      (Brandes et al. 2022: a local track of width `embed_dim` with 1-D
+      convolutions and a global track of width `global_dim`, `num_layers`
+      blocks, global attention with `num_heads` heads of key width `key_dim`;
+      no self-attention, cost linear in length; `ptmjax.models.proteinbert`).
+    global_dim, key_dim: ProteinBERT's global width and global-attention key width.
+    conv_kernel, wide_dilation: ProteinBERT's convolution kernel and the wide one's dilation.
+    num_annotations: ProteinBERT's per-protein annotation vocabulary (0: no annotation
+      input or head; 8,943 GO terms in the published model).
+    padding: ProteinBERT only: 'masked' (padding never changes a protein's outputs) or
+      'reference' (as the original: padding tokens are ordinary positions, so outputs
+      depend on the padded length; for parity and the published weights).
   """
 
   vocab_size: int = 33
@@ -84,12 +96,27 @@ class ModelConfig:
   dtype: str = 'float32'
   remat: bool = False
   attention: str = 'auto'
+  family: str = 'transformer'
+  global_dim: int = 512
+  key_dim: int = 64
+  conv_kernel: int = 9
+  wide_dilation: int = 5
+  num_annotations: int = 0
+  padding: str = 'masked'
 
   def __post_init__(self):
-    if self.embed_dim % self.num_heads:
-      raise ValueError(
-        f'embed_dim {self.embed_dim} is not a multiple of num_heads {self.num_heads}'
-      )
+    if self.family not in ('transformer', 'proteinbert'):
+      raise ValueError(f"family must be 'transformer' or 'proteinbert', not {self.family!r}")
+    if self.padding not in ('masked', 'reference'):
+      raise ValueError(f"padding must be 'masked' or 'reference', not {self.padding!r}")
+    # Attention heads split the transformer's width, ProteinBERT's global width.
+    width, name = (
+      (self.global_dim, 'global_dim')
+      if self.family == 'proteinbert'
+      else (self.embed_dim, 'embed_dim')
+    )
+    if width % self.num_heads:
+      raise ValueError(f'{name} {width} is not a multiple of num_heads {self.num_heads}')
     if self.positions not in ('rotary', 'learned'):
       raise ValueError(f"positions must be 'rotary' or 'learned', not {self.positions!r}")
     if self.activation not in ACTIVATIONS:

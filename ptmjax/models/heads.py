@@ -59,11 +59,15 @@ def segment_mean(x, segment_ids, residue_mask, num_segments: int):
 
 
 class CountHead(nnx.Module):
-  """Per-protein log1p(number of sites) per PTM channel, from the mean residue embedding."""
+  """Per-protein log1p(number of sites) per PTM channel, from the mean residue embedding
+  (transformer) or the protein's global vector (ProteinBERT)."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     dt = cfg.compute_dtype
-    self.hidden = Dense((cfg.embed_dim,), (cfg.head_dim,), (shd.EMBED, None), rngs=rngs, dtype=dt)
+    width, name = (
+      (cfg.global_dim, shd.MLP) if cfg.family == 'proteinbert' else (cfg.embed_dim, shd.EMBED)
+    )
+    self.hidden = Dense((width,), (cfg.head_dim,), (name, None), rngs=rngs, dtype=dt)
     self.out = Dense((cfg.head_dim,), (cfg.num_ptm_types,), (None, None), rngs=rngs, dtype=dt)
     self.act = ACTIVATIONS[cfg.activation]
 

@@ -9,54 +9,78 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from ptmjax.models.config import ModelConfig
 from ptmjax.models.encoder import Encoder
 from ptmjax.models.heads import CountHead, MlmHead, PtmHead, segment_mean
 from ptmjax.models.layers import default_segments
+from ptmjax.models.proteinbert import AnnotationHead, LmHead, ProteinBertEncoder
 
-HEADS = ('ptm', 'count', 'mlm')
+HEADS = ('ptm', 'count', 'mlm', 'annotations')
 
 
 class PtmModel(nnx.Module):
-  """Encoder with PTM, count and MLM heads.
+  """An encoder of either family with PTM, count and LM heads (and, for ProteinBERT, the
+  annotation head).
 
-  Parameter paths start with `encoder/`, `ptm_head/`, `count_head/` or
-  `mlm_head/`, which is what freezing and `init_from` skip patterns match.
+  Parameter paths start with `encoder/`, `ptm_head/`, `count_head/`, `mlm_head/` or
+  `annotation_head/`, which is what freezing and `init_from` skip patterns match.
   """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.encoder = Encoder(cfg, rngs=rngs)
     self.ptm_head = PtmHead(cfg, rngs)
     self.count_head = CountHead(cfg, rngs)
-    self.mlm_head = MlmHead(cfg, rngs)
+    if cfg.family == 'proteinbert':
+      self.encoder = ProteinBertEncoder(cfg, rngs=rngs)
+      self.mlm_head = LmHead(cfg, rngs=rngs)
+      self.annotation_head = AnnotationHead(cfg, rngs=rngs)
+    else:
+      self.encoder = Encoder(cfg, rngs=rngs)
+      self.mlm_head = MlmHead(cfg, rngs)
 
   def residue_mask(self, tokens, segment_ids):
     """True on residue tokens: not padding, <cls> or <eos>."""
     cfg = self.cfg
-    return (segment_ids > 0) & (tokens != cfg.cls_id) & (tokens != cfg.eos_id)
+    return (
+      (segment_ids > 0) & (tokens != cfg.pad_id) & (tokens != cfg.cls_id) & (tokens != cfg.eos_id)
+    )
 
-  def __call__(self, tokens, segment_ids=None, positions=None, *, heads=('ptm',), num_segments=1):
+  def __call__(
+    self,
+    tokens,
+    segment_ids=None,
+    positions=None,
+    *,
+    heads=('ptm',),
+    num_segments=1,
+    annotations=None,
+  ):
     """Runs the encoder and the requested heads.
 
     Args:
       tokens: int [B, T].
-      segment_ids, positions: see `Encoder.__call__`.
-      heads: any of 'ptm', 'count', 'mlm'.
-      num_segments: most proteins per row (count head only).
+      segment_ids, positions: see `Encoder.__call__` (ProteinBERT has no positions).
+      heads: any of 'ptm', 'count', 'mlm', 'annotations' (ProteinBERT only).
+      num_segments: most proteins per row (count head; ProteinBERT's global track).
+      annotations: ProteinBERT only: float [B, num_segments, num_annotations] input.
 
     Returns:
       dict with 'hidden' [B, T, D] and, when asked for, 'ptm' logits
-      [B, T, num_ptm_types], 'count' [B, num_segments, num_ptm_types] and
-      'mlm' logits [B, T, vocab_size]; heads in float32.
+      [B, T, num_ptm_types], 'count' [B, num_segments, num_ptm_types], 'mlm'
+      logits [B, T, vocab_size] and 'annotations' logits [B, num_segments,
+      num_annotations]; ProteinBERT adds 'pooled', its global track [B,
+      num_segments, global_dim]. Heads in float32.
     """
     unknown = set(heads) - set(HEADS)
     if unknown:
       raise ValueError(f'unknown heads {sorted(unknown)}; choose from {HEADS}')
     if segment_ids is None:
       segment_ids = default_segments(tokens, self.cfg.pad_id)
+    if self.cfg.family == 'proteinbert':
+      return self._proteinbert(tokens, segment_ids, heads, num_segments, annotations)
     hidden = self.encoder(tokens, segment_ids, positions)
     out = {'hidden': hidden}
     if 'ptm' in heads:
@@ -68,6 +92,25 @@ class PtmModel(nnx.Module):
       out['count'] = self.count_head(pooled)
     if 'mlm' in heads:
       out['mlm'] = self.mlm_head(hidden, self.encoder.token_embed)
+    if 'annotations' in heads:
+      raise ValueError("the 'annotations' head is ProteinBERT's")
+    return out
+
+  def _proteinbert(self, tokens, segment_ids, heads, num_segments, annotations):
+    hidden, pooled = self.encoder(
+      tokens, segment_ids, num_segments=num_segments, annotations=annotations
+    )
+    out = {'hidden': hidden, 'pooled': pooled}
+    if self.cfg.padding == 'reference':  # the whole row, padding included, is the protein
+      segment_ids = jnp.ones_like(tokens)
+    if 'ptm' in heads:
+      out['ptm'] = self.ptm_head(hidden, segment_ids)
+    if 'count' in heads:
+      out['count'] = self.count_head(pooled)
+    if 'mlm' in heads:
+      out['mlm'] = self.mlm_head(hidden)
+    if 'annotations' in heads:
+      out['annotations'] = self.annotation_head(pooled)
     return out
 
 
