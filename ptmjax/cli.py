@@ -99,6 +99,8 @@ def _embed(args) -> int:
     stride=args.stride,
     tokens_per_batch=args.tokens_per_batch,
     dtype=args.dtype,
+    lm=args.lm,
+    pad_to=args.pad_to,
   )
   print(
     f'embedded {stats.proteins} proteins, {stats.residues} residues ({stats.windows} windows) '
@@ -296,6 +298,15 @@ def main(argv=None) -> int:
     help='padded tokens per forward pass (default 2,048 on CPU, 16,384 on accelerators)',
   )
   e.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
+  e.add_argument(
+    '--lm', action='store_true', help="also write lm/<id>: the LM head's probabilities per residue"
+  )
+  e.add_argument(
+    '--pad-to',
+    type=int,
+    default=None,
+    help="ProteinBERT: pad every row to N tokens, the original's (reference) padding",
+  )
   e.set_defaults(fn=_embed)
 
   pr = sub.add_parser('predict', help='per-residue PTM probabilities for a FASTA file')

@@ -25,28 +25,46 @@ def embed_fasta(
   tokens_per_batch: int | None = None,
   dtype: str | None = None,
   progress: bool = True,
+  lm: bool = False,
+  pad_to: int | None = None,
 ) -> inference.Stats:
-  """Writes per-residue and mean-pooled embeddings of every protein in `fasta` to `out` (.npz).
+  """Writes embeddings of every protein in `fasta` to `out` (.npz).
 
   Keys: `residues/<id>` [length, width] float32 (special tokens removed),
-  `pooled/<id>` [width] (mean over residues), and `ids` (file order).
+  `pooled/<id>` [width] (a transformer's mean over residues; ProteinBERT's global
+  track), `ids` (file order) and, with `lm`, `lm/<id>` [length, vocab]: the LM head's
+  probabilities on each residue (a transformer's MLM head; ProteinBERT's sequence head).
+
+  `pad_to` (ProteinBERT): the original's padding, every row padded to `pad_to`
+  tokens (outputs then depend on it, as the original's do).
   """
   proteins = read_proteins(fasta)
   overrides = {'dtype': dtype} if dtype else {}
+  if pad_to:
+    overrides['padding'] = 'reference'
   model, tokenizer, _ = ckpt.load_model(checkpoint, **overrides)
+  proteinbert = model.cfg.family == 'proteinbert'
+  if pad_to and not proteinbert:
+    raise ValueError("--pad-to selects ProteinBERT's reference padding; this is a transformer")
+  outputs = ('hidden',) + (('pooled',) if proteinbert else ()) + (('mlm',) if lm else ())
   results, stats = inference.run(
     model,
     tokenizer,
     [s for _, s in proteins],
-    outputs=('hidden',),
+    outputs=outputs,
     max_len=max_len,
     stride=stride,
     tokens_per_batch=tokens_per_batch,
     progress=progress,
+    pad_to=pad_to,
   )
   arrays = {'ids': np.array([i for i, _ in proteins])}
   for (pid, _), res in zip(proteins, results, strict=True):
     arrays[f'residues/{pid}'] = res['hidden']
-    arrays[f'pooled/{pid}'] = res['hidden'].mean(0)
+    arrays[f'pooled/{pid}'] = res['pooled'] if proteinbert else res['hidden'].mean(0)
+    if lm:
+      logits = res['mlm'] - res['mlm'].max(-1, keepdims=True)
+      probs = np.exp(logits)
+      arrays[f'lm/{pid}'] = (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
   np.savez(out, **arrays)
   return stats

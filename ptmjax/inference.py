@@ -28,6 +28,15 @@ from ptmjax.data import tokenizer as tok
 BUCKET = 64  # pad windows to a multiple of this many tokens: few distinct shapes to compile
 
 
+def padded_length(n: int, cap: int | None = None) -> int:
+  """Tokens a window of `n` tokens is padded to: a multiple of 64 up to 1,024, of 256 up
+  to 4,096, then of 1,024 (ProteinBERT runs whole proteins of any length; a coarser
+  ladder keeps the number of compiled shapes small). Never more than `cap`."""
+  step = BUCKET if n <= 1024 else 256 if n <= 4096 else 1024
+  out = math.ceil(n / step) * step
+  return min(out, cap) if cap else out
+
+
 def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
   """Residue spans [start, end) of overlapping windows covering [0, length).
 
@@ -83,7 +92,7 @@ def make_forward(model, heads: Sequence[str]) -> Callable:
   (e.g. the same checkpoint loaded twice) share compiled functions.
   """
   graphdef, state = nnx.split(model)
-  heads = tuple(h for h in heads if h != 'hidden')
+  heads = tuple(h for h in heads if h not in ('hidden', 'pooled'))
   return lambda tokens: _forward(graphdef, heads, state, tokens)
 
 
@@ -97,6 +106,7 @@ def run(
   stride: int | None = None,
   tokens_per_batch: int | None = None,
   progress: bool = True,
+  pad_to: int | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], Stats]:
   """Per-residue outputs for whole proteins.
 
@@ -104,19 +114,31 @@ def run(
     model: a PtmModel (put in eval mode here).
     tokenizer: the model's tokenizer.
     sequences: residue strings.
-    outputs: any of 'hidden' (embeddings), 'ptm' (logits).
-    max_len: tokens per window, specials included (default: the model's).
+    outputs: any of 'hidden' (embeddings), 'ptm' (logits), 'mlm' (LM logits) per
+      residue, and for ProteinBERT 'pooled' (the global track) per protein.
+    max_len: tokens per window, specials included (default: the model's). A
+      ProteinBERT model runs whole proteins (its cost is linear in length) and
+      ignores it.
     stride: residues between window starts (default: half a window).
     tokens_per_batch: padded tokens per forward pass (default: 2,048 on CPU,
       where small batches keep attention in cache, 16,384 on accelerators).
     progress: show a tqdm bar.
+    pad_to: pad every row to exactly this many tokens (ProteinBERT's reference
+      padding mode; longer proteins go in windows of pad_to tokens).
 
   Returns:
     (one dict per sequence mapping each output to a [length, ...] array,
     throughput statistics).
   """
   model.eval()
+  whole = model.cfg.family == 'proteinbert' and pad_to is None
+  if pad_to is not None:
+    max_len = pad_to
+  elif whole:
+    max_len = max(map(len, sequences), default=1) + tokenizer.num_special
   max_len = model.cfg.max_len if max_len is None else max_len
+  if 'pooled' in outputs and model.cfg.family != 'proteinbert':
+    raise ValueError("'pooled' is ProteinBERT's global track; average 'hidden' instead")
   window = max_len - tokenizer.num_special
   if window < 1:
     raise ValueError(f'max_len {max_len} leaves no room for residues')
@@ -134,8 +156,9 @@ def run(
   stats = Stats(proteins=len(sequences), residues=sum(map(len, sequences)), windows=len(items))
 
   def padded(k):
-    n = items[k][2] - items[k][1] + tokenizer.num_special
-    return min(max_len, math.ceil(n / BUCKET) * BUCKET)
+    if pad_to is not None:
+      return pad_to
+    return padded_length(items[k][2] - items[k][1] + tokenizer.num_special, max_len)
 
   # Few batch shapes per padded length (rows = tokens_per_batch // length, or a
   # power of two for the last batch), so each length compiles at most a few times.
@@ -163,6 +186,9 @@ def run(
     for row, k in enumerate(batch):
       i, s, e, owned = items[k]
       for name in outputs:
+        if name == 'pooled':  # one window per protein (no windows for ProteinBERT)
+          results[i][name] = np.asarray(out[name][row, 0], np.float32)
+          continue
         per_residue = tokenizer.token_outputs_to_residues(out[name][row], e - s)
         if name not in results[i]:
           results[i][name] = np.zeros((len(sequences[i]),) + per_residue.shape[1:], np.float32)

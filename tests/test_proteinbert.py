@@ -2,6 +2,7 @@
 checks, padding that never changes outputs, packing, sharding, the published weights."""
 
 import hashlib
+import json
 import os
 import pathlib
 import pickle
@@ -212,3 +213,57 @@ def test_published_weights(tmp_path):
   real = np.asarray(tokens) != t.pad_id
   nll = -np.take_along_axis(np.asarray(logp), np.asarray(tokens)[..., None], -1)[..., 0]
   assert nll[real].mean() < 1.5, nll[real].mean()
+
+
+def test_embed_pad_to_gives_the_keras_probabilities(tmp_path):
+  """`ptmjax embed --pad-to 48 --lm` on the converted small model: the original's padding,
+  so `lm/<id>` equals the Keras model's token probabilities (no annotations given)."""
+  f, dilation = _pickle('small', tmp_path / 'w.pkl')
+  assert cli.main(['convert-proteinbert', '--pickle', str(tmp_path / 'w.pkl'),
+                   '--out', str(tmp_path / 'model'), '--dilation', str(dilation)]) == 0  # fmt: skip
+  seq = str(f['sequences'][0])  # the fixture's protein given no annotations
+  (tmp_path / 'p.fasta').write_text(f'>P1\n{seq}\n')
+  out = tmp_path / 'e.npz'
+  assert cli.main(['embed', '--checkpoint', str(tmp_path / 'model'), '--fasta',
+                   str(tmp_path / 'p.fasta'), '--out', str(out), '--lm',
+                   '--pad-to', str(f['tokens'].shape[1])]) == 0  # fmt: skip
+  e = np.load(out)
+  np.testing.assert_allclose(e['lm/P1'], f['token_probs'][0, 1 : 1 + len(seq)], atol=1e-5)
+  assert e['residues/P1'].shape == (len(seq), 16) and e['pooled/P1'].shape == (24,)
+  # Without --pad-to (masked padding) the protein runs alone and whole: other numbers.
+  assert cli.main(['embed', '--checkpoint', str(tmp_path / 'model'), '--fasta',
+                   str(tmp_path / 'p.fasta'), '--out', str(tmp_path / 'm.npz'), '--lm']) == 0  # fmt: skip
+  assert np.abs(np.load(tmp_path / 'm.npz')['lm/P1'] - e['lm/P1']).max() > 1e-4
+
+
+@pytest.mark.parametrize('objective', ['ptm', 'pretrain'])
+def test_trains_and_predicts_end_to_end(objective, tmp_path):
+  """`ptmjax train` with a ProteinBERT encoder (packed rows), then `ptmjax predict` on a
+  protein far longer than the training crops, whole."""
+  from ptmjax.configs import common, synthetic
+  from ptmjax.training import trainer
+
+  c = synthetic.get_config('test')
+  common.use_proteinbert(c, 'tiny')
+  c.sharding.num_devices = 1
+  c.sharding.mesh = {'data': 1}
+  c.eval.update(every_steps=6, max_proteins=10)
+  if objective == 'pretrain':
+    c.loss.update(ptm_weight=0.0, mlm_weight=1.0)
+    c.data.candidates = ''
+    c.eval.every_steps = 0
+    c.checkpoint.best_metric = ''
+  trainer.train(c, tmp_path / 'run')
+  rows = [json.loads(x) for x in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  losses = [r['loss'] for r in rows if 'loss' in r]
+  assert len(losses) == 6 and all(np.isfinite(losses))
+  if objective == 'pretrain':
+    assert 'mlm_loss' in rows[-1] and 2.0 < losses[0] < 6.0  # about ln 26 = 3.26 at the start
+    return
+  assert any('val/phosphorylation/auroc' in r for r in rows)
+  long = 'MKSPEELRRSSTKGK' * 40  # 600 residues: the crops were 128 tokens
+  (tmp_path / 'p.fasta').write_text(f'>LONG\n{long}\n>SHORT\nMKSPTS\n')
+  assert cli.main(['predict', '--checkpoint', str(tmp_path / 'run' / 'final'), '--fasta',
+                   str(tmp_path / 'p.fasta'), '--out', str(tmp_path / 'p.tsv')]) == 0  # fmt: skip
+  lines = (tmp_path / 'p.tsv').read_text().splitlines()
+  assert len(lines) == 1 + len(long) + 6

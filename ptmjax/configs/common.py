@@ -91,6 +91,13 @@ def base() -> ml_collections.ConfigDict:
 
 
 SIZES = ('tiny', 'small', 'full')
+FAMILIES = ('transformer', 'proteinbert')
+# ProteinBERT encoders per size; `full` is the published model's shape (16 M parameters).
+PROTEINBERT_SIZES = {
+  'tiny': dict(embed_dim=32, global_dim=64, num_layers=2, num_heads=4, key_dim=16, head_dim=32),
+  'small': dict(embed_dim=64, global_dim=256, num_layers=4, num_heads=4, key_dim=32, head_dim=64),
+  'full': dict(embed_dim=128, global_dim=512, num_layers=6, num_heads=4, key_dim=64, head_dim=128),
+}
 
 
 def resize(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
@@ -99,8 +106,13 @@ def resize(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Conf
   tiny: seconds to a minute on CPU (tests, smoke runs); small: the 2-CPU-core
   comparison (about an hour for every arm and seed); full: a GPU or TPU with an
   ESM-2-35M-sized encoder (or an imported checkpoint via init_from) and 1,024 tokens.
+  `SIZE-proteinbert` (e.g. `yaam:tiny-proteinbert`) swaps in a ProteinBERT encoder
+  of that size, run the same way (`use_proteinbert`).
   """
   arg = arg or 'small'
+  arg, _, family = arg.partition('-')
+  if family not in ('', *FAMILIES):
+    raise ValueError(f'unknown model family {family!r} in the config arg: use one of {FAMILIES}')
   if arg == 'tiny':
     c.model.update(
       num_layers=2, embed_dim=64, num_heads=4, mlp_dim=256, head_dim=32, dropout_rate=0.0
@@ -131,4 +143,35 @@ def resize(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Conf
     c.log_every_steps = 50
   else:
     raise ValueError(f'unknown config arg {arg!r}: use one of {SIZES}')
+  if family == 'proteinbert':
+    use_proteinbert(c, arg)
   return c
+
+
+def use_proteinbert(c: ml_collections.ConfigDict, size: str) -> None:
+  """A ProteinBERT encoder (ptmjax.models.proteinbert) of `size` instead of the transformer.
+
+  Its vocabulary and special ids come from the `proteinbert` tokenizer (the trainer
+  fills them in); it runs whole proteins at inference (`max_len` has no table to
+  outgrow) and trains on the same packed crops; pretraining replaces 5 % of the
+  tokens, as the original does.
+  """
+  m = c.model
+  c.model = ml_collections.ConfigDict(
+    dict(
+      tokenizer='proteinbert',
+      family='proteinbert',
+      padding='masked',
+      num_annotations=0,
+      layer_norm_eps=1e-3,
+      token_dropout=False,
+      max_len=1 << 20,
+      conv_kernel=9,
+      wide_dilation=5,
+      ptm_head=m.ptm_head,
+      dtype=m.dtype,
+      dropout_rate=0.0,
+      **PROTEINBERT_SIZES[size],
+    )
+  )
+  c.loss.mlm_prob = 0.05

@@ -16,7 +16,9 @@ Stages, each a `ptmjax train` run in its own work dir (re-running resumes):
 
 Sizes: `tiny` (CI smoke, a minute), `small` (2 CPU cores, about an hour for 3
 seeds), `full` (GPU/TPU, ESM-2-35M-sized), `quickstart` (synthetic data generated
-in code, no files; what `ptmjax quickstart` runs, a few minutes).
+in code, no files; what `ptmjax quickstart` runs, a few minutes). Any of them with
+`-proteinbert` (e.g. `compare:small-proteinbert`) runs every stage with a
+ProteinBERT encoder of that size instead of the transformer.
 """
 
 import ml_collections
@@ -25,10 +27,10 @@ from ptmjax.configs import pretrain, ptmdb, yaam
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  size = arg or 'small'
-  base = 'tiny' if size == 'quickstart' else size
+  size, _, family = (arg or 'small').partition('-')  # e.g. 'small-proteinbert'
+  base = ('tiny' if size == 'quickstart' else size) + (f'-{family}' if family else '')
   c = ml_collections.ConfigDict()
-  c.size = size
+  c.size = arg or 'small'
   c.seeds = '0,1,2'  # comma-separated (a string so --config.seeds=0 works)
   c.data_dir = 'tfds_data'
   c.init_path = ''  # a model folder to start every arm from (skips stage 0)

@@ -23,10 +23,9 @@ import numpy as np
 
 from ptmjax import checkpoint as ckpt
 from ptmjax.data import ptm_types, sources
-from ptmjax.data import tokenizer as tok
 from ptmjax.data.candidates import Candidates
 from ptmjax.evaluation import baselines, report, scoring
-from ptmjax.models import ModelConfig, create_model
+from ptmjax.models import create_model
 from ptmjax.studies import compare_report, compare_stats, runs
 
 log = logging.getLogger('compare')
@@ -59,9 +58,10 @@ def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
     )
   path = workdir / 'init'
   if not (path / ckpt.MODEL_FILE).exists():
-    m = dict(config.single.model)
-    tokenizer = tok.TOKENIZERS[m.pop('tokenizer', 'esm')]()
-    model = create_model(ModelConfig.from_dict(m), seed=0)
+    from ptmjax.training import trainer
+
+    model_cfg, tokenizer = trainer.model_and_tokenizer(config.single)
+    model = create_model(model_cfg, seed=0)
     ckpt.save_model(path, model, tokenizer, {'random_init': True, 'seed': 0})
   return path
 

@@ -24,6 +24,20 @@ def mask_tokens(rng, tokens, residue, cfg: ModelConfig, tokenizer: tok.Tokenizer
   return jnp.where(chosen, new, tokens), chosen
 
 
+def replace_tokens(rng, tokens, real, vocab_size: int, prob: float):
+  """ProteinBERT's corruption: each real token (specials included) is replaced by a
+  uniformly random token of the whole vocabulary with probability `prob` (0.05 in the
+  original); the loss then covers every real position, not only the replaced ones.
+
+  Returns:
+    (corrupted tokens, bool [B, T] positions the loss covers).
+  """
+  k1, k2 = jax.random.split(rng)
+  chosen = real & (jax.random.uniform(k1, tokens.shape) < prob)
+  random_tokens = jax.random.randint(k2, tokens.shape, 0, vocab_size, tokens.dtype)
+  return jnp.where(chosen, random_tokens, tokens), real
+
+
 def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel_mask):
   """The pure train step `(state, batch, step) -> (state, metrics)` for `jax.jit`.
 
@@ -46,7 +60,11 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
     tokens, seg = batch['tokens'], batch['segment_ids']
     residue = model.residue_mask(tokens, seg)
     inputs, chosen = tokens, None
-    if lc.mlm_weight:
+    if lc.mlm_weight and model.cfg.family == 'proteinbert':
+      inputs, chosen = replace_tokens(
+        jax.random.fold_in(rng0, step), tokens, seg > 0, model.cfg.vocab_size, lc.mlm_prob
+      )
+    elif lc.mlm_weight:
       inputs, chosen = mask_tokens(
         jax.random.fold_in(rng0, step), tokens, residue, model.cfg, tokenizer, lc.mlm_prob
       )

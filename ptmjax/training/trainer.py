@@ -63,8 +63,17 @@ def model_and_tokenizer(config) -> tuple[ModelConfig, tok.Tokenizer]:
     return ModelConfig.from_dict({**meta['model'], **keep}), ckpt.tokenizer_from_dict(
       meta['tokenizer']
     )
-  model_cfg = ModelConfig.from_dict({k: v for k, v in config.model.items() if k != 'tokenizer'})
-  return model_cfg, tok.TOKENIZERS[config.model.get('tokenizer', 'esm')]()
+  tokenizer = tok.TOKENIZERS[config.model.get('tokenizer', 'esm')]()
+  # The vocabulary and special ids are the tokenizer's, whatever the config's defaults say.
+  ids = dict(
+    vocab_size=tokenizer.vocab_size,
+    pad_id=tokenizer.pad_id,
+    cls_id=tokenizer.cls_id,
+    eos_id=-1 if tokenizer.eos_id is None else tokenizer.eos_id,
+    mask_id=tokenizer.mask_id,
+  )
+  fields = {k: v for k, v in config.model.items() if k != 'tokenizer'}
+  return ModelConfig.from_dict({**fields, **ids}), tokenizer
 
 
 def channels_and_weights(config, train_source, candidates: Candidates):
