@@ -28,10 +28,10 @@ LAYERS = (
   ('ptmjax.data',),
   ('ptmjax.models',),
   ('ptmjax.checkpoint', 'ptmjax.inference'),
-  ('ptmjax.predict', 'ptmjax.embed', 'ptmjax.evaluation', 'ptmjax.commands'),
+  ('ptmjax.predict', 'ptmjax.embed', 'ptmjax.evaluation'),
   ('ptmjax.training',),
   ('ptmjax.configs',),
-  ('ptmjax.studies',),
+  ('ptmjax.studies', 'ptmjax.commands'),  # commands: what the studies' and cli's entry points share
   ('ptmjax.cli',),
 )
 
