@@ -13,6 +13,11 @@ Baseline in the same run: PyTorch `EsmForTokenClassification` of the same shape
 on the same windows (`ptmjax.inference.window_spans`), sorted by length and
 batched to the same tokens per pass, under `torch.inference_mode`, on
 `--torch-proteins` proteins. Writes OUT/inference.{json,md}.
+
+`--family proteinbert`: a random ProteinBERT of `--size` instead (the
+`SIZE-proteinbert` configs), which `predict` runs on whole proteins, no windows;
+no PyTorch baseline (there is no PyTorch ProteinBERT here; `bench proteinbert`
+compares with the Keras original). Writes OUT/inference_proteinbert.{json,md}.
 """
 
 from __future__ import annotations
@@ -34,20 +39,34 @@ from benchmarks import common
 CANDIDATES = {'phosphorylation': 'STY', 'ubiquitination': 'K', 'acetylation': 'K'}
 
 
-def random_model(path: pathlib.Path, size: str, max_len: int) -> None:
+def random_model(path: pathlib.Path, size: str, max_len: int, family: str = 'transformer') -> None:
   from ptmjax import checkpoint
+  from ptmjax.configs import common as configs
   from ptmjax.data import tokenizer as tok
   from ptmjax.models import create_model
+  from ptmjax.models import proteinbert_import as pbi
 
+  if family == 'proteinbert':
+    s = configs.PROTEINBERT_SIZES[size]
+    sizes = dict(vocab_size=26, num_annotations=0, local_dim=s['embed_dim'],
+                 global_dim=s['global_dim'], num_blocks=s['num_layers'],
+                 num_heads=s['num_heads'], key_dim=s['key_dim'], kernel=9)  # fmt: skip
+    cfg = pbi.model_config(sizes, ptm_head='mlp', head_dim=s['head_dim'])
+    checkpoint.save_model(path, create_model(cfg, seed=0), tok.proteinbert(), _info(max_len))
+    return
   model = create_model(common.model_config(size, ptm_head='mlp', head_dim=64), seed=0)
-  info = {
+  checkpoint.save_model(path, model, tok.esm(), _info(max_len))
+
+
+def _info(max_len: int) -> dict:
+  """What a trained model folder records and `predict` reads: channels, candidates, ..."""
+  return {
     'channels': list(CANDIDATES),
     'candidates': CANDIDATES,
     'thresholds': {c: 0.5 for c in CANDIDATES},
     'config': {'data': {'max_len': max_len}},
     'random_init': True,
   }
-  checkpoint.save_model(path, model, tok.esm(), info)
 
 
 def run_predict(ckpt, fasta, out) -> dict:
@@ -120,6 +139,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog='ptmjax bench inference', description=__doc__.splitlines()[0])
   p.add_argument('--checkpoint', default=None, help='a trained model folder (default: random)')
   p.add_argument('--size', default='small', help='random model size (without --checkpoint)')
+  p.add_argument('--family', choices=('transformer', 'proteinbert'), default='transformer')
   p.add_argument('--max-len', type=int, default=256, help='window tokens of the random model')
   p.add_argument('--fasta', default=None, help='default: the shared S288C proteome')
   p.add_argument('--proteins', type=int, default=0, help='first N proteins (0 = all)')
@@ -145,7 +165,7 @@ def main(argv=None) -> int:
       fasta.write_text(''.join(f'>{i}\n{s}\n' for i, s in proteins))
     ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else tmp / 'model'
     if not args.checkpoint:
-      random_model(ckpt, args.size, args.max_len)
+      random_model(ckpt, args.size, args.max_len, args.family)
     res = run_predict(ckpt, fasta, tmp / 'preds.tsv')
     from ptmjax import checkpoint
 
@@ -156,7 +176,7 @@ def main(argv=None) -> int:
       (k for k, v in common.SIZES.items()
        if v == (m['num_layers'], m['embed_dim'], m['num_heads'], m['mlp_dim'])), None,
     )  # fmt: skip
-    if size and args.torch_proteins:
+    if size and args.torch_proteins and m.get('family', 'transformer') == 'transformer':
       rng = np.random.default_rng(0)
       pick = rng.choice(len(proteins), min(args.torch_proteins, len(proteins)), replace=False)
       seqs = [proteins[i][1] for i in sorted(pick)]
@@ -175,7 +195,7 @@ def main(argv=None) -> int:
       f'{res["ratio"]:.2f}' if 'ratio' in res else '-']],
   )  # fmt: skip
   notes = [
-    f'Model: {"random " + args.size if not args.checkpoint else args.checkpoint}, '
+    f'Model: {"random " + args.size + " " + args.family if not args.checkpoint else args.checkpoint}, '
     f'{max_len}-token windows (half-window stride), {os.cpu_count()} CPU threads. '
     '"model s" is the forward passes as `ptmjax predict` reports them; "wall s" is the whole '
     'command (start-up, compilation, reading, the TSV). PyTorch: the same windows, batched, '
@@ -183,7 +203,7 @@ def main(argv=None) -> int:
     f'`{res["command"]}`',
   ]
   common.write(
-    args.out, 'inference',
+    args.out, 'inference' if args.family == 'transformer' else 'inference_proteinbert',
     {'command': 'ptmjax bench inference ' + ' '.join(sys.argv[1:] if argv is None else argv),
      'smoke': args.smoke, 'machine': common.machine(), 'result': res, 'args': vars(args)},
     table, notes,

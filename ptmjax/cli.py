@@ -184,6 +184,7 @@ BENCHMARKS = {
   'packing': 'packing',
   'inference': 'inference',
   'scaling': 'scaling',
+  'proteinbert': 'proteinbert_speed',
 }
 
 
@@ -369,7 +370,7 @@ def main(argv=None) -> int:
   be = sub.add_parser(
     'bench',
     help='speed benchmarks (from a clone: they live in benchmarks/): train (vs PyTorch), '
-    'packing, inference, scaling; `ptmjax bench NAME --help` for options',
+    'packing, inference, scaling, proteinbert (vs Keras); `ptmjax bench NAME --help` for options',
     allow_abbrev=False,
     add_help=False,  # --help goes to the benchmark's own parser
   )

@@ -101,3 +101,11 @@ def test_flops_per_token_matches_parameter_count():
   assert scaling.peak_flops('TPU v5 lite', 'bfloat16') == 197e12
   assert scaling.peak_flops('cpu', 'float32') is None
   assert scaling.device_counts(8) == [1, 2, 4, 8] and scaling.device_counts(6) == [1, 2, 4, 6]
+
+
+def test_bench_proteinbert_smoke(tmp_path):
+  """`ptmjax bench proteinbert --smoke` (ptmjax alone: no Keras environment in CI)."""
+  assert cli.main(['bench', 'proteinbert', '--smoke', '--out', str(tmp_path)]) == 0
+  payload = json.loads((tmp_path / 'proteinbert.json').read_text())
+  assert [r['kind'] for r in payload['pairs']] == ['infer', 'train']
+  assert [r['residues'] for r in payload['curve']] == [64, 128]

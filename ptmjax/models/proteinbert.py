@@ -66,10 +66,24 @@ class SegmentConv(nnx.Module):
     )
     self.bias = nnx.Param(shd.logical(nnx.initializers.zeros_init(), (None,))(None, (dim,)))
 
-  def __call__(self, x, segment_ids):
+  def __call__(self, x, segment_ids, packed: bool = True):
+    """x [B, T, in] -> [B, T, out]. `packed=False` (one protein per row, a static
+    promise): XLA's own convolution on x with padding zeroed, which reads the same
+    values 4x faster on CPU than the per-tap masking packed rows need."""
     k, d, t = self.kernel_size, self.dilation, x.shape[1]
     total = d * (k - 1)  # TensorFlow's 'same': the odd extra zero goes to the right
     left = total // 2
+    if not packed:
+      y = jax.lax.conv_general_dilated(
+        jnp.where((segment_ids > 0)[..., None], x, 0).astype(self.dtype),
+        self.kernel[...].astype(self.dtype),
+        window_strides=(1,),
+        padding=[(left, total - left)],
+        rhs_dilation=(d,),
+        dimension_numbers=('NWC', 'WIO', 'NWC'),
+        preferred_element_type=jnp.float32,
+      )
+      return (y + self.bias[...]).astype(self.dtype)
     xp = jnp.pad(x, ((0, 0), (left, total - left), (0, 0)))
     sp = jnp.pad(segment_ids, ((0, 0), (left, total - left)))
     taps = []
@@ -128,9 +142,10 @@ class Block(nnx.Module):
 
   def __call__(self, x, glob, segment_ids):
     act, real = self.act, (segment_ids > 0)[..., None]
+    packed = glob.shape[1] > 1  # static: several proteins may share a row
     broadcast = broadcast_to_tokens(act(self.global_to_local(glob)), segment_ids)
-    narrow = act(self.narrow_conv(x, segment_ids))
-    wide = act(self.wide_conv(x, segment_ids))
+    narrow = act(self.narrow_conv(x, segment_ids, packed))
+    wide = act(self.wide_conv(x, segment_ids, packed))
     x = self.local_norm1(x + broadcast + narrow + wide)
     x = self.local_norm2(x + act(self.local_dense(x)))
     x = jnp.where(real, x, 0)  # padding stays out of every later convolution and sum
