@@ -112,14 +112,22 @@ class Keras:
 
 
 def length_curve(sizes: dict, lengths, reps: int) -> list[dict]:
+  """Each length in a child process of its own, so its peak RSS is that length's alone."""
   rows = []
   for n in lengths:
-    infer, _ = ptmjax_steps(sizes, 1, n)
-    t = common.timed(infer, warmup=1, reps=reps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (KiB on Linux)
-    rows.append({'residues': n, **t, 'us_per_residue': 1e6 * t['median_s'] / n, 'peak_gib': peak})
+    cmd = [sys.executable, '-m', 'benchmarks.proteinbert_speed', '--one-length', str(n),
+           '--reps', str(reps), '--sizes-json', json.dumps(sizes)]  # fmt: skip
+    out = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True, check=True)
+    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(rows[-1], flush=True)
   return rows
+
+
+def one_length(sizes: dict, n: int, reps: int) -> dict:
+  infer, _ = ptmjax_steps(sizes, 1, n)
+  t = common.timed(infer, warmup=1, reps=reps)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (KiB on Linux)
+  return {'residues': n, **t, 'us_per_residue': 1e6 * t['median_s'] / n, 'peak_gib': peak}
 
 
 def main(argv=None) -> int:
@@ -131,7 +139,12 @@ def main(argv=None) -> int:
   p.add_argument('--reps', type=int, default=5)
   p.add_argument('--out', default='runs/bench')
   p.add_argument('--smoke', action='store_true', help='seconds: a tiny model, short lengths')
+  p.add_argument('--one-length', type=int, default=0, help=argparse.SUPPRESS)  # the child
+  p.add_argument('--sizes-json', default='', help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.one_length:
+    print(json.dumps(one_length(json.loads(args.sizes_json), args.one_length, args.reps)))
+    return 0
   sizes = PUBLISHED
   if args.smoke:
     sizes, args.tokens, args.lengths, args.curve, args.reps = TINY, 128, '64', '64,128', 1
@@ -174,8 +187,8 @@ def main(argv=None) -> int:
     'Sizes: ' + ', '.join(f'{k} {v}' for k, v in sizes.items()) + '; random weights, float32.',
     'ptmjax: masked padding (what training and `predict` use); Keras: the package model, '
     'unmasked. Each round runs one untimed and one timed step of each framework in turn; '
-    'speed-up = Keras time / ptmjax time per round, median over rounds. Peak RSS is the '
-    "benchmark process's running maximum, so each row's is at least the one above's.",
+    'speed-up = Keras time / ptmjax time per round, median over rounds. The length rows run '
+    'each in a fresh process (peak RSS of that process: JAX, the model, one protein).',
   ]
   common.write(
     args.out, 'proteinbert',

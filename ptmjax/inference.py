@@ -29,12 +29,20 @@ BUCKET = 64  # pad windows to a multiple of this many tokens: few distinct shape
 
 
 def padded_length(n: int, cap: int | None = None) -> int:
-  """Tokens a window of `n` tokens is padded to: a multiple of 64 up to 1,024, of 256 up
-  to 4,096, then of 1,024 (ProteinBERT runs whole proteins of any length; a coarser
-  ladder keeps the number of compiled shapes small). Never more than `cap`."""
-  step = BUCKET if n <= 1024 else 256 if n <= 4096 else 1024
-  out = math.ceil(n / step) * step
+  """Tokens a window of `n` tokens is padded to: a multiple of 64, never more than `cap`."""
+  out = math.ceil(n / BUCKET) * BUCKET
   return min(out, cap) if cap else out
+
+
+def ladder_length(n: int) -> int:
+  """Tokens a whole protein of `n` tokens is padded to (ProteinBERT): 64, 128, 192, 256,
+  then about 1.25x apart in multiples of 64 (320, 448, 576, 768, ..., 4,800, 6,016, ...).
+  Few shapes to compile for a proteome; padding is exact with masked padding and costs
+  at most a quarter more tokens, not a quadratic attention."""
+  length = BUCKET
+  while length < n:
+    length = max(length + BUCKET, math.ceil(length * 1.25 / BUCKET) * BUCKET)
+  return length
 
 
 def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -156,9 +164,10 @@ def run(
   stats = Stats(proteins=len(sequences), residues=sum(map(len, sequences)), windows=len(items))
 
   def padded(k):
+    n = items[k][2] - items[k][1] + tokenizer.num_special
     if pad_to is not None:
       return pad_to
-    return padded_length(items[k][2] - items[k][1] + tokenizer.num_special, max_len)
+    return ladder_length(n) if whole else padded_length(n, max_len)
 
   # Few batch shapes per padded length (rows = tokens_per_batch // length, or a
   # power of two for the last batch), so each length compiles at most a few times.
@@ -170,8 +179,10 @@ def run(
     rows = max(1, tokens_per_batch // length)
     for j in range(0, len(ks), rows):
       chunk = ks[j : j + rows]
-      # A short last batch is padded only to the next power of two rows.
-      batches.append((length, min(rows, 1 << (len(chunk) - 1).bit_length()), chunk))
+      # A short last batch is padded only to the next power of two rows (whole proteins:
+      # to full rows, one compiled shape per length; at most one batch per length wasted).
+      last = rows if whole else min(rows, 1 << (len(chunk) - 1).bit_length())
+      batches.append((length, last, chunk))
 
   start = time.perf_counter()
   bar = tqdm(

@@ -170,3 +170,12 @@ def test_checkpoint_round_trip_and_plain_orbax_read(tmp_path):
 def test_load_model_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match='not a ptmjax model folder'):
     checkpoint.load_model(tmp_path)
+
+
+def test_ladder_lengths_for_whole_proteins():
+  """ProteinBERT's whole-protein padding: a multiple of 64, at least the protein, at most
+  a quarter (plus one bucket) more, and few distinct shapes over a proteome's lengths."""
+  lengths = [inference.ladder_length(n) for n in range(1, 36_000)]
+  for n, padded in enumerate(lengths, 1):
+    assert padded % 64 == 0 and n <= padded <= max(1.25 * n + 64, 128)
+  assert len(set(lengths[:4912])) == 17  # up to the yeast proteome's longest, 4,910 + 2 tokens
