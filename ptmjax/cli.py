@@ -215,8 +215,9 @@ def _bench(args, rest) -> int:
 def _quickstart(args, rest) -> int:
   from ptmjax.studies import compare
 
-  _config('compare:quickstart', rest)
-  compare.quickstart(args.workdir, rest)
+  suffix = '' if args.family == 'transformer' else f'-{args.family}'
+  _config(f'compare:quickstart{suffix}', rest)
+  compare.quickstart(args.workdir, rest, args.family)
   return 0
 
 
@@ -383,6 +384,12 @@ def main(argv=None) -> int:
     allow_abbrev=False,
   )
   q.add_argument('--workdir', default='runs/quickstart', help='where stages, report and final go')
+  q.add_argument(
+    '--family',
+    choices=('transformer', 'proteinbert'),
+    default='transformer',
+    help='the encoder family every stage trains',
+  )
   q.set_defaults(fn=_quickstart, takes_rest=True)
 
   args, rest = parser.parse_known_args(argv)

@@ -36,6 +36,24 @@ def quickstart_dir(tmp_path_factory):
   return workdir
 
 
+def test_quickstart_with_proteinbert(tmp_path):
+  """`ptmjax quickstart --family proteinbert`: every stage trains a ProteinBERT encoder."""
+  overrides = ['--config.seeds=0', '--config.report.bootstrap=20']
+  for stage in ('stage1', 'stage2', 'single'):
+    overrides += [f'--config.{stage}.optim.total_steps=4', f'--config.{stage}.eval.every_steps=2']
+  assert cli.main(['quickstart', '--workdir', str(tmp_path), '--family', 'proteinbert',
+                   *overrides]) == 0  # fmt: skip
+  meta = checkpoint.read_meta(tmp_path / 'final')
+  assert meta['model']['family'] == 'proteinbert' and meta['tokenizer']['unk'] == '<OTHER>'
+  results = json.loads((tmp_path / 'report' / 'results.json').read_text())
+  assert set(results['results']['phosphorylation']['arms']) == {
+    'identity',
+    'logreg',
+    'single',
+    'two',
+  }
+
+
 def test_quickstart_leaves_report_and_final_model(quickstart_dir):
   report = (quickstart_dir / 'report' / 'report.md').read_text()
   assert 'two-stage' in report and 'residue identity' in report

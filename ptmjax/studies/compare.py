@@ -200,20 +200,25 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
 
 
 # --- entry points ------------------------------------------------------------------------
-def quickstart(workdir, overrides=()) -> pathlib.Path:
-  """The whole two-stage pipeline on synthetic data generated in code (`compare:quickstart`);
-  leaves the two-stage model at WORKDIR/final. Returns report.md."""
+def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Path:
+  """The whole two-stage pipeline on synthetic data generated in code (`compare:quickstart`,
+  or `compare:quickstart-proteinbert`); leaves the two-stage model at WORKDIR/final.
+  Returns report.md."""
   from ptmjax import configs
 
   t = time.time()
-  config = configs.load('compare:quickstart', overrides)
+  suffix = '' if family == 'transformer' else f'-{family}'
+  config = configs.load(f'compare:quickstart{suffix}', overrides)
   workdir = pathlib.Path(workdir)
   print(
     'ptmjax quickstart: SYNTHETIC data generated in code (planted motifs, see '
     'ptmjax/data/synthetic.py): stage 1 on a multi-organism-like source, stage 2 on a '
     f'yeast-like target, against single-stage and baselines -> {workdir}'
   )
-  path = run(config, workdir, ' '.join(['ptmjax quickstart', f'--workdir {workdir}', *overrides]))
+  flag = [f'--family {family}'] if suffix else []
+  path = run(
+    config, workdir, ' '.join(['ptmjax quickstart', f'--workdir {workdir}', *flag, *overrides])
+  )
   final = workdir / 'final'
   if final.exists():
     shutil.rmtree(final)
