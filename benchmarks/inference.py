@@ -196,7 +196,12 @@ def main(argv=None) -> int:
   )  # fmt: skip
   notes = [
     f'Model: {"random " + args.size + " " + args.family if not args.checkpoint else args.checkpoint}, '
-    f'{max_len}-token windows (half-window stride), {os.cpu_count()} CPU threads. '
+    + (
+      f'{max_len}-token windows (half-window stride), '
+      if args.family == 'transformer'
+      else 'whole proteins (no windows), length buckets about 1.25x apart, '
+    )
+    + f'{os.cpu_count()} CPU threads. '
     '"model s" is the forward passes as `ptmjax predict` reports them; "wall s" is the whole '
     'command (start-up, compilation, reading, the TSV). PyTorch: the same windows, batched, '
     f'on {res.get("torch", {}).get("proteins", 0)} of the proteins.',
