@@ -19,6 +19,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -43,12 +44,22 @@ def tokenizer_from_dict(d: dict) -> tok.Tokenizer:
 
 
 def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | None = None):
-  """Writes a model folder (overwriting one that is there)."""
+  """Writes a model folder, replacing one that is there.
+
+  On one process the folder is written beside the target (`NAME.tmp`) and swapped in
+  by renames, so an interrupted save leaves the previous folder whole. With several
+  processes (one shared file system, Orbax writing collectively) it is written in
+  place, the JSON last: a folder without it is not a model folder.
+  """
   path = pathlib.Path(path).absolute()
-  path.mkdir(parents=True, exist_ok=True)
+  single = jax.process_count() == 1
+  target = path.with_name(path.name + '.tmp') if single else path
+  if single and target.exists():
+    shutil.rmtree(target)  # what an earlier interrupted save left
+  target.mkdir(parents=True, exist_ok=True)
   params = nnx.state(model, nnx.Param).to_pure_dict()
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path / 'params', params, force=True)
+  checkpointer.save(target / 'params', params, force=True)
   checkpointer.wait_until_finished()
   meta = {
     'format': FORMAT,
@@ -57,7 +68,18 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
     'info': info or {},
   }
   if jax.process_index() == 0:
-    (path / MODEL_FILE).write_text(json.dumps(meta, indent=2) + '\n')
+    tmp = target / (MODEL_FILE + '.tmp')
+    tmp.write_text(json.dumps(meta, indent=2) + '\n')
+    tmp.replace(target / MODEL_FILE)
+  if single:
+    old = path.with_name(path.name + '.old')
+    if old.exists():
+      shutil.rmtree(old)
+    if path.exists():
+      path.rename(old)
+    target.rename(path)
+    if old.exists():
+      shutil.rmtree(old)
   return path
 
 

@@ -121,6 +121,31 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(one_device_run, tmp_p
     np.testing.assert_allclose(x, y, atol=1e-6)
 
 
+def test_sigterm_on_a_checkpoint_step_exits_143(tmp_path):
+  """Every step a checkpoint step: the signal's save finds its step saved already and
+  must not save it twice (Orbax's StepAlreadyExistsError made this exit 1)."""
+  workdir = tmp_path / 'run'
+  cmd = [
+    sys.executable, '-m', 'ptmjax.cli', 'train', '--config', 'synthetic:test',
+    '--workdir', str(workdir), '--config.sharding.num_devices=1',
+    '--config.sharding.mesh.data=1', '--config.checkpoint.every_steps=1',
+  ]  # fmt: skip
+  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '1'}
+  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while (
+    proc.poll() is None
+    and time.time() < deadline
+    and not (metrics.exists() and metrics.read_text().count('\n') >= 2)
+  ):
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=120)[0].decode()
+  assert proc.returncode == 143, out[-3000:]
+  assert 'StepAlreadyExists' not in out
+
+
 def test_training_checkpoint_reads_with_plain_orbax(one_device_run):
   """A user's own code reads the training state with Orbax alone, as NumPy."""
   path = pathlib.Path(one_device_run) / 'checkpoints' / 'latest' / '6' / 'state'
@@ -219,11 +244,14 @@ def test_two_processes_match_one_device(one_device_run, tmp_path):
     np.testing.assert_allclose(x, y, atol=2e-5)
 
 
-def test_readme_plain_orbax_snippet(one_device_run):
-  """The README's 'Checkpoints in your own code' block, run as written on a real work dir."""
+def test_readme_plain_orbax_snippet(one_device_run, monkeypatch):
+  """The README's 'Checkpoints in your own code' block, run as written on a real work dir,
+  with the relative paths it shows (from the work dir's parent)."""
   text = (REPO / 'README.md').read_text()
   block = text.split('<!-- plain-orbax -->')[1].split('```python')[1].split('```')[0]
-  block = block.replace('runs/yaam_tiny', str(one_device_run)).replace('/latest/300/', '/latest/6/')
+  monkeypatch.chdir(pathlib.Path(one_device_run).parent)
+  block = block.replace('runs/yaam_tiny', pathlib.Path(one_device_run).name)
+  block = block.replace('/latest/300/', '/latest/6/')
   scope = {}
   exec(compile(block, 'README.md', 'exec'), scope)  # noqa: S102
   kernel = scope['params']['encoder']['layers']['0']['attention']['query']['kernel']

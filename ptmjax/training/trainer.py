@@ -95,9 +95,27 @@ def channels_and_weights(config, train_source, candidates: Candidates):
 
 
 # --- the loop --------------------------------------------------------------------------
+def finished_result(config, workdir) -> dict | None:
+  """The stored metrics when `workdir/final` is this config's finished run, else None."""
+  final = pathlib.Path(workdir) / 'final'
+  if not (final / ckpt.MODEL_FILE).is_file():
+    return None
+  info = ckpt.read_meta(final).get('info', {})
+  same = info.get('config') == json.loads(config.to_json_best_effort())
+  return info.get('metrics', {}) if same and info.get('step') == config.optim.total_steps else None
+
+
 def train(config, workdir) -> dict:
-  """Trains per `config` in `workdir`; returns the last evaluation metrics."""
+  """Trains per `config` in `workdir`; returns the last evaluation metrics.
+
+  Re-running a finished run (its `final/` written at the last step by this same
+  config) changes nothing and returns the stored metrics.
+  """
   workdir = pathlib.Path(workdir)
+  done = finished_result(config, workdir)
+  if done is not None:
+    log.info('%s: finished already (step %d); nothing to do', workdir, config.optim.total_steps)
+    return done
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
@@ -308,7 +326,10 @@ def train(config, workdir) -> dict:
         if step % config.checkpoint.every_steps == 0 or step == total:
           save(latest, step)
         if stop['signal'] is not None:
-          save(latest, step)
+          # A signal on a checkpoint step finds that step saved already: saving it again
+          # raises StepAlreadyExistsError, and a requeueing wrapper sees exit 1, not 143.
+          if latest.latest_step() != step:
+            save(latest, step)
           latest.wait_until_finished()
           raise Preempted(
             f'signal {stop["signal"]} at step {step}; checkpoint saved, re-run to resume'

@@ -1,0 +1,81 @@
+"""Failure behaviour (issue 17): re-runs that must not lose results, saves that must not
+leave half-written folders. Each test failed on the code before its fix."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ptmjax import checkpoint
+from ptmjax.configs import synthetic
+from ptmjax.data import tokenizer as tok
+from ptmjax.models import ModelConfig, create_model
+from ptmjax.training import trainer
+
+
+def _config():
+  c = synthetic.get_config('test')
+  c.sharding.num_devices = 1
+  c.sharding.mesh = {'data': 1}
+  c.eval.update(every_steps=6, max_proteins=10)
+  return c
+
+
+def test_rerunning_a_finished_run_keeps_its_results(tmp_path):
+  """A finished `ptmjax train` run again is a no-op that returns the stored metrics; it
+  used to rewrite final/ with no thresholds and no metrics (`predict --calls` then failed)."""
+  first = trainer.train(_config(), tmp_path)
+  meta = checkpoint.read_meta(tmp_path / 'final')
+  assert meta['info']['thresholds'] and first
+  lines = (tmp_path / 'metrics.jsonl').read_text()
+  again = trainer.train(_config(), tmp_path)
+  assert again == pytest.approx(first)
+  assert checkpoint.read_meta(tmp_path / 'final') == meta
+  assert (tmp_path / 'metrics.jsonl').read_text() == lines
+  # A changed config is not "finished": it trains (here: resumes past the old end).
+  c = _config()
+  c.optim.total_steps = 8
+  trainer.train(c, tmp_path)
+  assert checkpoint.read_meta(tmp_path / 'final')['info']['step'] == 8
+
+
+def test_interrupted_model_save_leaves_the_previous_folder_whole(tmp_path, monkeypatch):
+  """A save that fails after writing the parameters (a crash, a full disk) must not leave
+  new parameters under the previous folder's description."""
+  cfg = ModelConfig(num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32)
+  before = create_model(cfg, seed=0)
+  checkpoint.save_model(tmp_path / 'm', before, tok.esm(), {'thresholds': {'a': 0.5}})
+
+  def fail(_):
+    raise OSError('disk full')
+
+  monkeypatch.setattr(checkpoint, 'tokenizer_to_dict', fail)  # after the params are written
+  with pytest.raises(OSError, match='disk full'):
+    checkpoint.save_model(tmp_path / 'm', create_model(cfg, seed=1), tok.esm(), {})
+  monkeypatch.undo()
+  model, _, meta = checkpoint.load_model(tmp_path / 'm')
+  assert meta['info']['thresholds'] == {'a': 0.5}
+  for a, b in zip(
+    jax.tree.leaves(nnx_params(model)), jax.tree.leaves(nnx_params(before)), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  # The next save succeeds and replaces it.
+  checkpoint.save_model(tmp_path / 'm', create_model(cfg, seed=1), tok.esm(), {'x': 1})
+  assert checkpoint.read_meta(tmp_path / 'm')['info'] == {'x': 1}
+  assert not (tmp_path / 'm.tmp').exists() and not (tmp_path / 'm.old').exists()
+
+
+def nnx_params(model):
+  from flax import nnx
+
+  return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def test_finished_check_reads_the_stored_config(tmp_path):
+  assert trainer.finished_result(_config(), tmp_path) is None  # nothing there yet
+  (tmp_path / 'final').mkdir()
+  (tmp_path / 'final' / checkpoint.MODEL_FILE).write_text(
+    json.dumps({'format': checkpoint.FORMAT, 'model': {}, 'tokenizer': {}, 'info': {}})
+  )
+  assert trainer.finished_result(_config(), tmp_path) is None  # no step, no config
