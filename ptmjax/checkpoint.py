@@ -16,6 +16,7 @@ alone (see README, "Loading a checkpoint without ptmjax"). A training work dir's
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 import re
@@ -28,11 +29,24 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ptmjax.data import tokenizer as tok
+from ptmjax.errors import ModelFolderError
 from ptmjax.models.config import ModelConfig
 from ptmjax.models.model import PtmModel, abstract_model, create_model, path_str
 
 MODEL_FILE = 'ptmjax_model.json'
 FORMAT = 'ptmjax-model/1'
+
+
+def params_digest(params) -> str:
+  """sha256 over every parameter's path, dtype, shape and bytes (in path order): written
+  at save, checked at load, so flipped bytes in a file cannot pass as weights."""
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  for p, x in sorted(((path_str(p), x) for p, x in leaves), key=lambda t: t[0]):
+    a = np.ascontiguousarray(jax.device_get(x))
+    h.update(f'{p}|{a.dtype}|{a.shape}|'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
 
 
 def tokenizer_to_dict(tokenizer: tok.Tokenizer) -> dict:
@@ -67,6 +81,8 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
     'tokenizer': tokenizer_to_dict(tokenizer),
     'info': info or {},
   }
+  if single:  # a digest needs every shard on one host
+    meta['params_sha256'] = params_digest(params)
   if jax.process_index() == 0:
     tmp = target / (MODEL_FILE + '.tmp')
     tmp.write_text(json.dumps(meta, indent=2) + '\n')
@@ -91,9 +107,12 @@ def read_meta(path) -> dict:
     if (pathlib.Path(path) / 'final' / MODEL_FILE).is_file():
       hint = f'; a training work dir holds its final model at {pathlib.Path(path) / "final"}'
     raise FileNotFoundError(f'{path}: not a ptmjax model folder (no {MODEL_FILE}){hint}')
-  meta = json.loads(file.read_text())
+  try:
+    meta = json.loads(file.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ModelFolderError(f'{file}: not readable JSON ({e})') from None
   if meta.get('format') != FORMAT:
-    raise ValueError(f'{file}: format {meta.get("format")!r}, expected {FORMAT!r}')
+    raise ModelFolderError(f'{file}: format {meta.get("format")!r}, expected {FORMAT!r}')
   return meta
 
 
@@ -133,13 +152,35 @@ def load_model(path, *, sharding=None, **overrides):
     target = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings
     )
-  params = ocp.StandardCheckpointer().restore(path / 'params', target)
+  try:
+    params = ocp.StandardCheckpointer().restore(path / 'params', target)
+  except (ValueError, OSError, RuntimeError) as e:
+    raise ModelFolderError(
+      f'{path}: the parameters cannot be read ({type(e).__name__}: {e})'
+    ) from e
+  verify_params(path, meta, params)
   # Non-parameter state (dropout RNG counters) is created fresh.
   model = nnx.merge(graphdef, abstract_params, _fresh_rest(cfg))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
   return model, tokenizer_from_dict(meta['tokenizer']), meta
+
+
+def verify_params(path, meta: dict, params) -> None:
+  """Checks restored parameters against the folder's digest (folders from before digests:
+  that every value is finite). On several processes only the finite check runs."""
+  expected = meta.get('params_sha256')
+  if expected and jax.process_count() == 1:
+    if params_digest(params) != expected:
+      raise ModelFolderError(
+        f'{path}: the parameters do not match the checksum written when the folder was saved '
+        '(a corrupted or partly copied file); restore the folder from its source'
+      )
+    return
+  for p, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not bool(jnp.isfinite(x).all()):
+      raise ModelFolderError(f'{path}: parameter {path_str(p)} holds NaN or infinity (corrupted?)')
 
 
 def _fresh_rest(cfg: ModelConfig):

@@ -39,10 +39,11 @@ def run_guarded(prog: str, fn: Callable[[], int]) -> int:
   """Runs `fn`; bad input (the message names file, line, record) and missing files are the
   user's to fix: one line on stderr and exit 2, not a traceback."""
   from ptmjax.data.records import InputError
+  from ptmjax.errors import ModelFolderError, NonFiniteOutputError
 
   try:
     return fn()
-  except (InputError, FileNotFoundError) as e:
+  except (InputError, FileNotFoundError, ModelFolderError, NonFiniteOutputError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return 2
 

@@ -13,6 +13,7 @@ import numpy as np
 from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data.records import read_proteins
+from ptmjax.errors import NonFiniteOutputError
 
 
 def embed_fasta(
@@ -60,6 +61,8 @@ def embed_fasta(
   )
   arrays = {'ids': np.array([i for i, _ in proteins])}
   for (pid, _), res in zip(proteins, results, strict=True):
+    if not all(np.isfinite(v).all() for v in res.values()):
+      raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite embeddings')
     arrays[f'residues/{pid}'] = res['hidden']
     arrays[f'pooled/{pid}'] = res['pooled'] if proteinbert else res['hidden'].mean(0)
     if lm:

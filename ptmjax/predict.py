@@ -26,6 +26,7 @@ from ptmjax import inference
 from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
 from ptmjax.data.records import read_proteins
+from ptmjax.errors import NonFiniteOutputError
 
 
 class Predictor:
@@ -71,6 +72,9 @@ class Predictor:
     for pid, seq, out in zip(ids, seqs, outs, strict=True):
       # NumPy, not jax.nn.sigmoid: a JAX op on each protein's shape compiles once per length.
       probs = scipy.special.expit(out['ptm'][:, cols]).astype(np.float32)
+      if not np.isfinite(probs).all():
+        # NaN here means a broken model, and NA in the TSV means "not a candidate".
+        raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite probabilities')
       scored = self.candidates.mask(np.array(list(seq)))[:, cols]
       probs[~scored] = np.nan
       result[pid] = probs

@@ -79,3 +79,49 @@ def test_finished_check_reads_the_stored_config(tmp_path):
     json.dumps({'format': checkpoint.FORMAT, 'model': {}, 'tokenizer': {}, 'info': {}})
   )
   assert trainer.finished_result(_config(), tmp_path) is None  # no step, no config
+
+
+def _corrupt_largest_param_file(folder):
+  files = [p for p in (folder / 'params').rglob('*') if p.is_file()]
+  target = max(files, key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  mid = len(data) // 2
+  data[mid : mid + 200] = b'\xff' * 200  # 200 flipped bytes: NaN floats, if they decode
+  target.write_bytes(bytes(data))
+
+
+def test_corrupted_weights_are_an_error_not_na(tmp_path):
+  """200 flipped bytes in a params file: `predict` used to exit 0 with every score `NA`
+  (NaN written as "not a candidate"). Now loading fails with the folder named, exit 2."""
+  from ptmjax import cli
+
+  run = tmp_path / 'run'
+  trainer.train(_config(), run)
+  (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSSTKGK\n')
+  args = ['predict', '--checkpoint', str(run / 'final'), '--fasta', str(tmp_path / 'p.fasta')]
+  assert cli.main([*args, '--out', str(tmp_path / 'ok.tsv')]) == 0
+  _corrupt_largest_param_file(run / 'final')
+  with pytest.raises(checkpoint.ModelFolderError, match='checksum|cannot be read'):
+    checkpoint.load_model(run / 'final')
+  assert cli.main([*args, '--out', str(tmp_path / 'bad.tsv')]) == 2
+  assert not (tmp_path / 'bad.tsv').exists()
+
+
+def test_nan_outputs_are_an_error(tmp_path):
+  """A model that outputs NaN (weights from before the checksum, or a numerical blow-up):
+  predict refuses instead of writing NA."""
+  from ptmjax import predict
+  from ptmjax.errors import NonFiniteOutputError
+
+  run = tmp_path / 'run'
+  trainer.train(_config(), run)
+  p = predict.Predictor(run / 'final')
+  from flax import nnx
+
+  state = nnx.state(p.model, nnx.Param)
+  pure = state.to_pure_dict()
+  pure['ptm_head']['out']['bias'] = np.full_like(pure['ptm_head']['out']['bias'], np.nan)
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(p.model, state)
+  with pytest.raises(NonFiniteOutputError, match="protein 'P1'"):
+    p.predict({'P1': 'MKSPEELRRSSTKGK'})
