@@ -154,9 +154,10 @@ def load_model(path, *, sharding=None, **overrides):
     )
   try:
     params = ocp.StandardCheckpointer().restore(path / 'params', target)
-  except (ValueError, OSError, RuntimeError) as e:
+  except Exception as e:  # noqa: BLE001 - Orbax wraps TensorStore's errors in a bare Exception
+    first = str(e).splitlines()[0][:300] if str(e) else ''
     raise ModelFolderError(
-      f'{path}: the parameters cannot be read ({type(e).__name__}: {e})'
+      f'{path}: the parameters cannot be read ({type(e).__name__}: {first})'
     ) from e
   verify_params(path, meta, params)
   # Non-parameter state (dropout RNG counters) is created fresh.

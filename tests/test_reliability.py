@@ -125,3 +125,40 @@ def test_nan_outputs_are_an_error(tmp_path):
   nnx.update(p.model, state)
   with pytest.raises(NonFiniteOutputError, match="protein 'P1'"):
     p.predict({'P1': 'MKSPEELRRSSTKGK'})
+
+
+# --- encodings ------------------------------------------------------------------------------
+def test_text_encodings(tmp_path):
+  """A UTF-8 byte-order mark is accepted; Latin-1, UTF-16 and binary files are errors that
+  name the file and line (they were UnicodeDecodeError tracebacks); gzip is recognised by
+  its bytes, not its name."""
+  import gzip
+
+  from ptmjax.data.records import InputError, read_fasta
+
+  text = '>P1 first\nMKSPEELRRSS\n>P2 caf\u00e9\nMSTK\n'
+  (tmp_path / 'bom.fasta').write_bytes(b'\xef\xbb\xbf' + text.encode())
+  assert [r.id for r in read_fasta(tmp_path / 'bom.fasta')] == ['P1', 'P2']
+  (tmp_path / 'latin1.fasta').write_bytes(text.encode('latin-1'))
+  with pytest.raises(InputError, match=r'latin1\.fasta:3: not UTF-8 text: byte 0xe9'):
+    list(read_fasta(tmp_path / 'latin1.fasta'))
+  (tmp_path / 'utf16.fasta').write_bytes(text.encode('utf-16'))
+  with pytest.raises(InputError, match=r'utf16\.fasta:1: not UTF-8 text \(UTF-16\?\)'):
+    list(read_fasta(tmp_path / 'utf16.fasta'))
+  (tmp_path / 'binary.fasta').write_bytes(bytes(range(128, 256)) * 4)
+  with pytest.raises(InputError, match=r'binary\.fasta:\d+: not UTF-8'):
+    list(read_fasta(tmp_path / 'binary.fasta'))
+  (tmp_path / 'packed.fasta').write_bytes(gzip.compress(text.encode()))  # no .gz suffix
+  assert [r.sequence for r in read_fasta(tmp_path / 'packed.fasta')] == ['MKSPEELRRSS', 'MSTK']
+
+
+def test_cli_reports_an_encoding_error_in_one_line(tmp_path, capsys):
+  from ptmjax import cli
+
+  (tmp_path / 'x.fasta').write_bytes('>P1 \u00e9\nMKS\n'.encode('latin-1'))
+  run = tmp_path / 'run'
+  trainer.train(_config(), run)
+  assert cli.main(['predict', '--checkpoint', str(run / 'final'), '--fasta',
+                   str(tmp_path / 'x.fasta'), '--out', str(tmp_path / 'o.tsv')]) == 2  # fmt: skip
+  err = capsys.readouterr().err
+  assert 'x.fasta:1: not UTF-8 text' in err and 'Traceback' not in err

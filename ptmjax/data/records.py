@@ -7,6 +7,7 @@ out. Malformed input raises `InputError`, whose message names file and line.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import dataclasses
 import gzip
@@ -77,12 +78,58 @@ def unknown_labels(length: int) -> np.ndarray:
   return np.full((length, ptm_types.NUM_TYPES), ptm_types.UNKNOWN, np.int8)
 
 
-def open_text(path: str | os.PathLike):
-  """Opens a text file, transparently gunzipping `*.gz`."""
+class TextLines:
+  """The lines of a text file, decoded as UTF-8 one line at a time, so that a byte that is
+  not UTF-8 (Latin-1, UTF-16, binary) is an InputError naming the file and line instead
+  of a bare UnicodeDecodeError. A UTF-8 byte-order mark is dropped. Lines keep their
+  endings (as `open(..., newline='')`), for csv."""
+
+  def __init__(self, path, raw):
+    self.path, self.raw, self.line = path, raw, 0
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.raw.close()
+
+  def _decode(self, data: bytes) -> str:
+    self.line += 1
+    if self.line == 1 and data.startswith(codecs.BOM_UTF8):
+      data = data[len(codecs.BOM_UTF8) :]
+    try:
+      return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+      hint = ' (UTF-16?)' if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else ''
+      raise InputError(
+        self.path,
+        self.line,
+        f'not UTF-8 text{hint}: byte 0x{data[e.start]:02x} at column {e.start + 1}; '
+        'save the file as UTF-8 (gzip is read as it is)',
+      ) from None
+
+  def __iter__(self):
+    for data in self.raw:
+      yield self._decode(data)
+
+  def readline(self) -> str:
+    data = self.raw.readline()
+    return self._decode(data) if data else ''
+
+  def seek(self, offset: int) -> None:
+    if offset != 0:
+      raise ValueError('TextLines can only seek to the start')
+    self.raw.seek(0)
+    self.line = 0
+
+
+def open_text(path: str | os.PathLike) -> TextLines:
+  """Opens a text file for reading lines, gunzipping it when it is gzip (by its magic
+  bytes, whatever its name)."""
   path = os.fspath(path)
-  if path.endswith('.gz'):
-    return gzip.open(path, 'rt', encoding='utf-8', newline='')
-  return open(path, encoding='utf-8', newline='')
+  with open(path, 'rb') as f:
+    gzipped = f.read(2) == b'\x1f\x8b'
+  return TextLines(path, gzip.open(path, 'rb') if gzipped else open(path, 'rb'))
 
 
 def normalise_sequence(raw: str, path, line: int, tally: Tally, *, allow_marks: str = '') -> str:
