@@ -39,11 +39,17 @@ def run_guarded(prog: str, fn: Callable[[], int]) -> int:
   """Runs `fn`; bad input (the message names file, line, record) and missing files are the
   user's to fix: one line on stderr and exit 2, not a traceback."""
   from ptmjax.data.records import InputError
-  from ptmjax.errors import ModelFolderError, NonFiniteOutputError
+  from ptmjax.errors import ModelFolderError, NonFiniteOutputError, WorkdirError
 
   try:
     return fn()
-  except (InputError, FileNotFoundError, ModelFolderError, NonFiniteOutputError) as e:
+  except (
+    InputError,
+    FileNotFoundError,
+    ModelFolderError,
+    NonFiniteOutputError,
+    WorkdirError,
+  ) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return 2
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ptmjax import checkpoint as ckpt
 from ptmjax import inference
-from ptmjax.data.records import read_proteins
+from ptmjax.data.records import prepare_output, read_proteins
 from ptmjax.errors import NonFiniteOutputError
 
 
@@ -39,6 +39,7 @@ def embed_fasta(
   `pad_to` (ProteinBERT): the original's padding, every row padded to `pad_to`
   tokens (outputs then depend on it, as the original's do).
   """
+  out = prepare_output(out)
   proteins = read_proteins(fasta)
   overrides = {'dtype': dtype} if dtype else {}
   if pad_to:

@@ -8,5 +8,9 @@ class ModelFolderError(ValueError):
   """A model folder that cannot be trusted: corrupted, truncated, or not one at all."""
 
 
+class WorkdirError(ValueError):
+  """A work dir that holds another run's checkpoints (the message names what differs)."""
+
+
 class NonFiniteOutputError(ValueError):
   """A model produced NaN or infinity; never written out as a result."""

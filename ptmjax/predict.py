@@ -25,7 +25,7 @@ from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
-from ptmjax.data.records import read_proteins
+from ptmjax.data.records import InputError, prepare_output, read_proteins
 from ptmjax.errors import NonFiniteOutputError
 
 
@@ -109,8 +109,13 @@ def predict_fasta(
   checkpoint, fasta, out, *, calls=False, channels=None, max_len=None, stride=None, progress=True
 ):
   """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
+  out = prepare_output(out)
   proteins = dict(read_proteins(fasta))
   p = Predictor(checkpoint, channels=channels)
+  if calls and not any(c in p.thresholds for c in p.channels):
+    raise InputError(
+      checkpoint, None, 'the model stores no thresholds (never evaluated); drop --calls'
+    )
   probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
   pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
   p.write_tsv(proteins, probs, out, calls=calls)

@@ -162,3 +162,76 @@ def test_cli_reports_an_encoding_error_in_one_line(tmp_path, capsys):
                    str(tmp_path / 'x.fasta'), '--out', str(tmp_path / 'o.tsv')]) == 2  # fmt: skip
   err = capsys.readouterr().err
   assert 'x.fasta:1: not UTF-8 text' in err and 'Traceback' not in err
+
+
+# --- refusing early, with the reason ----------------------------------------------------------
+def test_resuming_with_another_model_is_refused_before_anything_is_written(tmp_path):
+  """It used to overwrite config.json, then fail in Orbax with a 50-line traceback."""
+  from ptmjax.errors import WorkdirError
+
+  c = _config()
+  c.eval.every_steps = 0
+  c.optim.total_steps = 2
+  trainer.train(c, tmp_path)
+  stored = (tmp_path / 'config.json').read_text()
+  other = _config()
+  other.model.embed_dim = 48
+  with pytest.raises(WorkdirError, match=r'model\.embed_dim: 32 -> 48'):
+    trainer.train(other, tmp_path)
+  assert (tmp_path / 'config.json').read_text() == stored
+  c.sharding.mesh = {'data': 1, 'fsdp': 1}  # not a model change: resumes
+  c.optim.total_steps = 3
+  trainer.train(c, tmp_path)
+
+
+def test_outputs_are_checked_before_the_work(tmp_path, monkeypatch):
+  """An output that is a folder, or --calls on a model without thresholds, stop before
+  any inference (they used to surface after all of it); a missing folder is made."""
+  from ptmjax import cli, inference
+
+  c = _config()
+  c.eval.every_steps = 0  # no thresholds
+  trainer.train(c, tmp_path / 'run')
+  (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSS\n')
+  ran = []
+  monkeypatch.setattr(inference, 'run', lambda *a, **k: ran.append(1) or ([], None))
+  base = ['--checkpoint', str(tmp_path / 'run' / 'final'), '--fasta', str(tmp_path / 'p.fasta')]
+  (tmp_path / 'a_folder').mkdir()
+  assert cli.main(['embed', *base, '--out', str(tmp_path / 'a_folder')]) == 2
+  assert cli.main(['predict', *base, '--out', str(tmp_path / 'a_folder')]) == 2
+  assert cli.main(['predict', *base, '--out', str(tmp_path / 'x.tsv'), '--calls']) == 2
+  assert ran == []
+  monkeypatch.undo()
+  assert cli.main(['embed', *base, '--out', str(tmp_path / 'new' / 'dir' / 'e.npz')]) == 0
+
+
+def test_a_dataset_that_is_not_built_says_how_to_build_it(tmp_path):
+  """It used to say 'already prepared ... in the FileFormat.TFRECORD format'."""
+  from ptmjax.data import sources
+
+  with pytest.raises(
+    FileNotFoundError, match=r'dataset yaam is not built in .*ptmjax data build yaam'
+  ):
+    sources.load('yaam', tmp_path)
+  with pytest.raises(FileNotFoundError, match=r'ptmjax data build ptmdb --config all'):
+    sources.load('ptmdb', tmp_path, 'all')
+
+
+def test_an_empty_yaam_file_is_a_build_error(tmp_path):
+  """It used to build a dataset without splits (exit 0); training then failed."""
+  import shutil
+
+  from conftest import DUMMY_YAAM
+
+  from ptmjax import cli
+
+  manual = tmp_path / 'raw'
+  shutil.copytree(DUMMY_YAAM, manual)
+  (manual / 'yaam_test.txt').write_text('')
+  assert cli.main(['data', 'build', 'yaam', '--manual-dir', str(manual), '--data-dir',
+                   str(tmp_path / 'data')]) == 2  # fmt: skip
+  from ptmjax.data import sources
+  from ptmjax.data.records import InputError
+
+  with pytest.raises(InputError, match='no usable YAAM rows'):
+    sources.build('yaam', manual, tmp_path / 'data2')

@@ -13,6 +13,7 @@ import dataclasses
 import gzip
 import logging
 import os
+import pathlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,6 +36,22 @@ class InputError(ValueError):
     self.path, self.line, self.problem = str(path), line, problem
     where = f'{path}:{line}' if line is not None else str(path)
     super().__init__(f'{where}: {problem}')
+
+
+def prepare_output(path) -> pathlib.Path:
+  """Checks, before any work, that `path` can be written: not a folder, its folder made
+  if missing, writable. The problem otherwise surfaced only after all the inference."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    raise InputError(path, None, 'is a folder; --out names the file to write')
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise InputError(path, None, f'cannot create its folder ({e.strerror})') from None
+  writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+  if not writable:
+    raise InputError(path, None, 'not writable')
+  return path
 
 
 class Tally(collections.Counter):

@@ -53,7 +53,14 @@ def build(name: str, manual_dir, data_dir, config: str | None = None, **builder_
 def load(name: str, data_dir, config: str | None = None):
   """{split: random-access data source} of a built dataset (no TensorFlow)."""
   full = f'{name}/{config}' if config else name
-  return _tfds().builder(full, data_dir=str(pathlib.Path(data_dir).expanduser())).as_data_source()
+  builder = _tfds().builder(full, data_dir=str(pathlib.Path(data_dir).expanduser()))
+  if not builder.is_prepared():
+    build = f'ptmjax data build {name}' + (f' --config {config}' if config else '')
+    raise FileNotFoundError(
+      f'dataset {full} is not built in {data_dir} (no {builder.data_path}); build it with '
+      f'`{build} --manual-dir RAW_FILES --data-dir {data_dir}`, or point data_dir at its build'
+    )
+  return builder.as_data_source()
 
 
 def open_dataset(data_cfg, name: str, sub: str = '') -> dict:

@@ -34,6 +34,7 @@ from ptmjax import sharding as shd
 from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
 from ptmjax.data.candidates import Candidates
+from ptmjax.errors import WorkdirError
 from ptmjax.evaluation import scoring
 from ptmjax.models import ModelConfig, create_model
 from ptmjax.training import optimizer
@@ -105,6 +106,40 @@ def finished_result(config, workdir) -> dict | None:
   return info.get('metrics', {}) if same and info.get('step') == config.optim.total_steps else None
 
 
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_resumable(config, workdir) -> None:
+  """Refuses, before anything is written, to resume checkpoints of a different model.
+
+  A changed `model` section (or `init_from.path`, which sets the model) would restore
+  checkpoints of one shape into another; other changes (the mesh, more steps) resume.
+  """
+  stored_file = pathlib.Path(workdir) / 'config.json'
+  if not stored_file.is_file() or not any((pathlib.Path(workdir) / 'checkpoints').glob('*/*')):
+    return
+  stored = _flatten(json.loads(stored_file.read_text()))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  keys = sorted(
+    k
+    for k in set(stored) | set(new)
+    if (k.startswith('model.') or k == 'init_from.path') and stored.get(k) != new.get(k)
+  )
+  if keys:
+    diffs = ', '.join(f'{k}: {stored.get(k)!r} -> {new.get(k)!r}' for k in keys)
+    raise WorkdirError(
+      f'{workdir} holds checkpoints of a different model ({diffs}); use a new --workdir, '
+      'or the settings it was started with'
+    )
+
+
 def train(config, workdir) -> dict:
   """Trains per `config` in `workdir`; returns the last evaluation metrics.
 
@@ -116,6 +151,7 @@ def train(config, workdir) -> dict:
   if done is not None:
     log.info('%s: finished already (step %d); nothing to do', workdir, config.optim.total_steps)
     return done
+  check_resumable(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:

@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from ptmjax.data import homology, schema
 from ptmjax.data.builders.yaam import parse as yaam
-from ptmjax.data.records import Tally
+from ptmjax.data.records import InputError, Tally
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     proteome = yaam.read_proteome(proteome_path, tally)
     parsed = yaam.parse_yaam(yaam_path, proteome, tally)
     tally.log(f'YAAM {yaam_path}')
+    if not parsed.labeled:
+      # An empty or all-rejected export would build a dataset with no splits, which
+      # training then trips over far from the cause.
+      counts = ', '.join(f'{k}={v}' for k, v in sorted(tally.items())) or 'nothing read'
+      raise InputError(yaam_path, None, f'no usable YAAM rows ({counts})')
     splits = schema.make_splits(parsed.labeled, cfg.split_seed, cfg.min_seq_id, cfg.coverage)
     meta = schema.metadata(
       tally,
