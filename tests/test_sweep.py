@@ -136,3 +136,30 @@ def test_cli_sweep_on_real_yaam(real_tfds, tmp_path):
   assert len(results) == 2 and all(r['status'] == 'ok' for r in results)
   assert payload['provenance']['git'] and 'CPU cores' in payload['provenance']['machine']
   assert 'ptmjax sweep --config sweep:tiny' in (tmp_path / 'results.md').read_text()
+
+
+def test_failed_trials_run_again_and_fail_the_command(tmp_path, monkeypatch):
+  """A failed trial was read back as done on re-run and the sweep exited 0 (issue 17)."""
+  import argparse
+
+  from ptmjax import commands
+
+  c = _synthetic(sweep_config.get_config('tiny'), trials=2)
+  real_train, calls = trainer.train, []
+
+  def train(config, workdir):
+    calls.append(workdir.name)
+    if workdir.name == 'trial_000' and calls.count('trial_000') == 1:
+      raise RuntimeError('out of memory')  # the cause, fixed before the re-run
+    return real_train(config, workdir)
+
+  monkeypatch.setattr(trainer, 'train', train)
+  monkeypatch.setattr(commands, 'study_config', lambda name, args, overrides: (c, 'ptmjax sweep'))
+  args = argparse.Namespace(config='sweep:tiny', workdir=str(tmp_path))
+  assert sweep.run_from_args(args, []) == 1  # a trial failed: not a success
+  results = json.loads((tmp_path / 'results.json').read_text())['trials']
+  assert {r['trial']: r['status'] for r in results} == {0: 'failed', 1: 'ok'}
+  assert sweep.run_from_args(args, []) == 0  # retried, now fine; trial 1 read back
+  assert calls == ['trial_000', 'trial_001', 'trial_000']
+  results = json.loads((tmp_path / 'results.json').read_text())['trials']
+  assert all(r['status'] == 'ok' for r in results)

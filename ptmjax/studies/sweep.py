@@ -154,9 +154,14 @@ def run_trial(config, workdir: pathlib.Path, index: int, values: dict) -> dict:
   done = tdir / 'result.json'
   if done.exists():
     result = json.loads(done.read_text())
-    if result['values'] == values:
+    if result['values'] != values:
+      raise SweepError(f'{done} was run with {result["values"]}, the plan now says {values}')
+    if result['status'] == 'ok':
       return result
-    raise SweepError(f'{done} was run with {result["values"]}, the plan now says {values}')
+    # A failed trial runs again: its cause may have been fixed since (it resumes from
+    # its own last checkpoint, if it got that far).
+    log.info('trial %d failed before (%s); running it again', index, result['error'])
+    done.unlink()
   c = trial_config(config, values)
   status, error = 'ok', ''
   try:
@@ -342,6 +347,11 @@ def run_from_args(args, overrides) -> int:
     print(f'ptmjax sweep: {e}', file=sys.stderr)
     return 2
   print(f'results: {path}')
+  trials = json.loads((path.parent / 'results.json').read_text())['trials']
+  failed = [r['trial'] for r in trials if r['status'] != 'ok']
+  if failed:  # a wrapper or CI must not read a sweep with failed trials as a success
+    print(f'ptmjax sweep: {len(failed)} of {len(trials)} trials failed: {failed}', file=sys.stderr)
+    return 1
   return 0
 
 
