@@ -67,6 +67,23 @@ def test_yaam_downloads_proteome_when_absent(tmp_path):
   assert builder.info.metadata['proteome_file'].startswith(str(tmp_path / 'data'))
 
 
+def test_yaam_without_proteome_and_network_fails_fast(tmp_path):
+  """Offline, it used to retry for 207 s and end in a traceback (issue 17)."""
+  import socket
+  import time
+
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  shutil.copy(DUMMY_YAAM / 'yaam_test.txt', manual / 'yaam_test.txt')
+  with socket.socket() as s:  # a port nobody listens on
+    s.bind(('127.0.0.1', 0))
+    url = f'http://127.0.0.1:{s.getsockname()[1]}/orf_trans_all.fasta.gz'
+  start = time.perf_counter()
+  with pytest.raises(FileNotFoundError, match=r'could not be downloaded .*--proteome-file'):
+    sources.build('yaam', manual, tmp_path / 'data', proteome_url=url)
+  assert time.perf_counter() - start < 30
+
+
 def test_yaam_missing_input_lists_what_it_expects(tmp_path):
   manual = tmp_path / 'manual'
   manual.mkdir()
