@@ -235,3 +235,20 @@ def test_an_empty_yaam_file_is_a_build_error(tmp_path):
 
   with pytest.raises(InputError, match='no usable YAAM rows'):
     sources.build('yaam', manual, tmp_path / 'data2')
+
+
+def test_one_trainer_per_work_dir(tmp_path):
+  """A second trainer on a busy work dir stops at once with one line naming the holder
+  (two used to run, interleave metrics.jsonl, and one died in Orbax); the lock goes
+  with its process, so a killed run leaves none behind."""
+  from ptmjax.errors import WorkdirError
+
+  c = _config()
+  c.eval.every_steps = 0
+  tmp_path.mkdir(exist_ok=True)
+  with trainer.workdir_lock(tmp_path):
+    with pytest.raises(WorkdirError, match=r'in use by process \d+ on '):
+      trainer.train(c, tmp_path)
+  assert not (tmp_path / 'metrics.jsonl').exists()
+  trainer.train(c, tmp_path)  # free again
+  assert (tmp_path / 'final').is_dir()

@@ -15,11 +15,14 @@ proteins), `ptmjax.data.candidates` (which residues each channel scores),
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import pathlib
 import signal
+import socket
 import time
 
 import jax
@@ -153,6 +156,42 @@ def train(config, workdir) -> dict:
     return done
   check_resumable(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with workdir_lock(workdir):
+    return _train(config, workdir)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+  """One trainer per work dir (process 0 holds it): a second one used to interleave
+  metrics.jsonl and die in Orbax. An flock, so the kernel drops it with its process:
+  a crashed or killed run leaves no stale lock behind."""
+  if jax.process_index() != 0:
+    yield
+    return
+  path = pathlib.Path(workdir) / '.lock'
+  f = open(path, 'a+')  # noqa: SIM115 - held open for the whole run
+  try:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or 'another process'
+      raise WorkdirError(
+        f'{workdir} is in use by {holder}; wait for it to finish or stop it, or use '
+        'another --workdir'
+      ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(
+      f'process {os.getpid()} on {socket.gethostname()} since {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
+    )
+    f.flush()
+    yield
+  finally:
+    f.close()  # releases the lock
+
+
+def _train(config, workdir: pathlib.Path) -> dict:
   is_main = jax.process_index() == 0
   if is_main:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
