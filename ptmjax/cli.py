@@ -27,7 +27,9 @@ def _data_build(args) -> int:
   elif args.yaam_file or args.proteome_file or args.proteome_url:
     raise SystemExit('--yaam-file/--proteome-file/--proteome-url only apply to yaam')
   start = time.perf_counter()
-  builder = sources.build(args.name, args.manual_dir, args.data_dir, args.config, **kwargs)
+  builder = sources.build(
+    args.name, args.manual_dir, args.data_dir, args.config, force=args.force, **kwargs
+  )
   meta = dict(builder.info.metadata)
   splits = {k: v['proteins'] for k, v in meta.get('splits', {}).items()}
   dropped = {
@@ -244,6 +246,9 @@ def main(argv=None) -> int:
     '--proteome-file', default=None, help='yaam: S288C proteome FASTA (else found or downloaded)'
   )
   b.add_argument('--proteome-url', default=None, help='yaam: where to download the proteome from')
+  b.add_argument(
+    '--force', action='store_true', help='rebuild even if built (needed when the inputs changed)'
+  )
   b.set_defaults(fn=_data_build)
 
   c = sub.add_parser(

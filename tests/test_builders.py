@@ -183,3 +183,33 @@ def test_real_homolog_filter(real_builds):
   identical = {ex['id'].decode() for ex in train if ex['sequence'].decode() in yaam_seqs}
   assert identical and identical <= set(removed)
   assert 'tensorflow' not in sys.modules
+
+
+def test_rebuilding_from_changed_inputs_is_refused_until_forced(tmp_path):
+  """It used to print 'built ... in 0.0 s' with the old dataset's counts (issue 17)."""
+  from ptmjax import cli
+  from ptmjax.data.records import InputError
+
+  manual = tmp_path / 'manual'
+  shutil.copytree(DUMMY_YAAM, manual)
+  first = sources.build('yaam', manual, tmp_path / 'data')
+  again = sources.build('yaam', manual, tmp_path / 'data')  # same inputs: reused
+  assert again.info.metadata['counts'] == first.info.metadata['counts']
+  export = manual / 'yaam_test.txt'
+  lines = export.read_text().splitlines(keepends=True)
+  export.write_text(''.join(lines[:-1]))  # one site fewer
+  with pytest.raises(InputError, match=r'built from other input files .*yaam_test\.txt.*--force'):
+    sources.build('yaam', manual, tmp_path / 'data')
+  args = [
+    'data',
+    'build',
+    'yaam',
+    '--manual-dir',
+    str(manual),
+    '--data-dir',
+    str(tmp_path / 'data'),
+  ]
+  assert cli.main(args) == 2
+  assert cli.main([*args, '--force']) == 0
+  rebuilt = sources.build('yaam', manual, tmp_path / 'data')
+  assert rebuilt.info.metadata['counts'] != first.info.metadata['counts']

@@ -12,6 +12,7 @@ and the builders (`ptmjax.data.builders`) are registered with it then.
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
@@ -31,22 +32,70 @@ def _tfds():
   return tfds
 
 
-def build(name: str, manual_dir, data_dir, config: str | None = None, **builder_kwargs):
+INPUTS_FILE = 'ptmjax_inputs.json'  # beside a built dataset: what it was built from
+
+
+def input_digests(manual_dir, *files) -> dict[str, str]:
+  """sha256 of every input file: the manual dir's files (READMEs aside) and explicit ones."""
+  import hashlib
+
+  root = pathlib.Path(manual_dir)
+  paths = [p for p in sorted(root.rglob('*')) if p.is_file() and p.suffix.lower() != '.md']
+  paths += [pathlib.Path(f) for f in files if f]
+  out = {}
+  for p in paths:
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 20), b''):
+        h.update(chunk)
+    out[str(p.relative_to(root)) if p.is_relative_to(root) else str(p.resolve())] = h.hexdigest()
+  return out
+
+
+def build(name: str, manual_dir, data_dir, config: str | None = None, force: bool = False,
+          **builder_kwargs):  # fmt: skip
   """Builds a ptmjax dataset into `data_dir` as array_record; returns the builder.
 
-  What `ptmjax data build` runs. Rebuilding an existing dataset is a no-op
-  (TFDS reuses it); delete its folder to rebuild.
+  What `ptmjax data build` runs. The inputs' sha256 are recorded beside the dataset:
+  building again from the same files reuses it; from changed files is an error that
+  names them (it used to reuse the old build silently), unless `force` rebuilds.
   """
+  import shutil
+
+  from ptmjax.data.records import InputError
+
   tfds = _tfds()
   manual_dir = pathlib.Path(manual_dir).expanduser().resolve()
   if not manual_dir.is_dir():
     raise FileNotFoundError(f'manual dir {manual_dir} does not exist')
   full = f'{name}/{config}' if config else name
   builder = tfds.builder(full, data_dir=str(pathlib.Path(data_dir).expanduser()), **builder_kwargs)
+  files = [v for k, v in builder_kwargs.items() if k.endswith('_file')]
+  inputs = input_digests(manual_dir, *files)
+  record = pathlib.Path(builder.data_path) / INPUTS_FILE
+  if builder.is_prepared():
+    old = json.loads(record.read_text()) if record.is_file() else None
+    if force:
+      shutil.rmtree(builder.data_path)
+      builder = tfds.builder(
+        full, data_dir=str(pathlib.Path(data_dir).expanduser()), **builder_kwargs
+      )
+    elif old is not None and old != inputs:
+      changed = sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+      raise InputError(
+        builder.data_path,
+        None,
+        f'{full} was built from other input files (changed, added or removed: '
+        f'{changed[:5]}{" ..." if len(changed) > 5 else ""}); rebuild with '
+        f'`ptmjax data build ... --force`, or use another --data-dir',
+      )
+  built_now = not builder.is_prepared()
   builder.download_and_prepare(
     file_format='array_record',
     download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
   )
+  if built_now:  # a build from before these records stays unrecorded: its inputs are unknown
+    pathlib.Path(builder.data_path, INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + '\n')
   return builder
 
 
