@@ -157,11 +157,7 @@ def _train(args, rest) -> int:
   from ptmjax.training import trainer
 
   config = _config(args.config, rest)
-  try:
-    result = trainer.train(config, args.workdir)
-  except trainer.Preempted as e:
-    print(f'preempted: {e}', file=sys.stderr)
-    return 143
+  result = trainer.train(config, args.workdir)  # Preempted: exit 143 (commands.run_guarded)
   print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1))
   print(f'final model: {args.workdir}/final')
   return 0

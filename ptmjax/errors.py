@@ -1,7 +1,22 @@
-"""Errors a user fixes, not bugs: the CLI prints them as one line and exits 2.
+"""Errors a user fixes, not bugs: the CLI prints them as one line and exits 2 (a
+preemption: 143 for SIGTERM, 130 for Ctrl-C, after a checkpoint).
 
 Light on purpose (no JAX, no Orbax): every entry point imports it to catch them.
 """
+
+import signal
+
+
+class Preempted(Exception):
+  """Raised after a SIGTERM (or Ctrl-C) checkpoint; re-running the command resumes."""
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = signum
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + int(self.signum)  # 143 for SIGTERM, 130 for Ctrl-C, as shells report them
 
 
 class ModelFolderError(ValueError):

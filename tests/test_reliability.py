@@ -252,3 +252,74 @@ def test_one_trainer_per_work_dir(tmp_path):
   assert not (tmp_path / 'metrics.jsonl').exists()
   trainer.train(c, tmp_path)  # free again
   assert (tmp_path / 'final').is_dir()
+
+
+# --- resuming what a crash left ---------------------------------------------------------------
+def test_a_truncated_latest_checkpoint_falls_back_to_best(tmp_path):
+  """A latest checkpoint whose files were cut short used to end the run for good; the run
+  resumes from the newest readable (best/) one, and metrics rows past it are dropped."""
+  import shutil
+
+  c = _config()
+  c.eval.every_steps = 3  # best/3 and best/6
+  trainer.train(c, tmp_path)
+  shutil.rmtree(tmp_path / 'final')
+  for f in (tmp_path / 'checkpoints' / 'latest' / '6' / 'state').rglob('*'):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:  # rows a killed run logged, never saved
+    f.write(json.dumps({'step': 7, 'loss': 9.9}) + '\n')
+  c.optim.total_steps = 8
+  trainer.train(c, tmp_path)
+  steps = [
+    json.loads(x)['step']
+    for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()
+    if 'loss' in json.loads(x)
+  ]
+  assert steps == sorted(set(steps)) and steps[-1] == 8 and 9.9 not in steps
+  assert checkpoint.read_meta(tmp_path / 'final')['info']['step'] == 8
+
+
+def test_ctrl_c_checkpoints_like_sigterm_and_exits_130(tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  cmd = [sys.executable, '-m', 'ptmjax.cli', 'train', '--config', 'synthetic:test',
+         '--workdir', str(tmp_path), '--config.sharding.num_devices=1',
+         '--config.sharding.mesh.data=1']  # fmt: skip
+  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '1'}
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  metrics, deadline = tmp_path / 'metrics.jsonl', time.time() + 120
+  while (
+    proc.poll() is None
+    and time.time() < deadline
+    and not (metrics.exists() and metrics.read_text().count('\n') >= 2)
+  ):
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  out = proc.communicate(timeout=120)[0].decode()
+  assert proc.returncode == 130, out[-2000:]
+  assert 'preempted: signal 2 at step' in out and 'Traceback' not in out
+  assert list((tmp_path / 'checkpoints' / 'latest').iterdir())
+
+
+def test_empty_inputs_and_zero_steps_are_errors(tmp_path, caplog):
+  from ptmjax import cli
+
+  (tmp_path / 'empty.fasta').write_text('')
+  run = tmp_path / 'run'
+  trainer.train(_config(), run)
+  base = ['predict', '--checkpoint', str(run / 'final'), '--out', str(tmp_path / 'o.tsv')]
+  assert cli.main([*base, '--fasta', str(tmp_path / 'empty.fasta')]) == 2
+  (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSS\n')
+  assert cli.main([*base, '--fasta', str(tmp_path / 'p.fasta')]) == 0
+  with caplog.at_level('WARNING'):
+    assert cli.main([*base, '--fasta', str(tmp_path / 'p.fasta')]) == 0
+  assert 'exists; it will be replaced' in caplog.text
+  c = _config()
+  c.optim.total_steps = 0
+  with pytest.raises(ValueError, match='total_steps is 0'):
+    trainer.train(c, tmp_path / 'zero')

@@ -51,6 +51,8 @@ def prepare_output(path) -> pathlib.Path:
   writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
   if not writable:
     raise InputError(path, None, 'not writable')
+  if path.exists():
+    log.warning('%s exists; it will be replaced', path)
   return path
 
 
@@ -244,4 +246,6 @@ def read_proteins(path) -> list[tuple[str, str]]:
       )
     seen[record.id] = record.line
     proteins.append((record.id, record.sequence))
+  if not proteins:
+    raise InputError(path, None, 'no FASTA records (an empty file?)')
   return proteins

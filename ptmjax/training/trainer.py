@@ -37,7 +37,7 @@ from ptmjax import sharding as shd
 from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
 from ptmjax.data.candidates import Candidates
-from ptmjax.errors import WorkdirError
+from ptmjax.errors import Preempted, WorkdirError
 from ptmjax.evaluation import scoring
 from ptmjax.models import ModelConfig, create_model
 from ptmjax.training import optimizer
@@ -45,10 +45,6 @@ from ptmjax.training.metric_writer import MetricWriter
 from ptmjax.training.steps import make_train_step
 
 log = logging.getLogger(__name__)
-
-
-class Preempted(Exception):
-  """Raised after a SIGTERM-triggered checkpoint; re-running the command resumes."""
 
 
 # --- what the config asks for ------------------------------------------------------------
@@ -119,6 +115,38 @@ def _flatten(d, prefix=''):
   return out
 
 
+def drop_rows_after(path: pathlib.Path, step: int) -> None:
+  """Keeps the metrics rows up to the step a run resumes from: rows a killed run logged
+  after its last checkpoint are logged again when those steps are re-run."""
+  if not path.is_file():
+    return
+  lines = path.read_text().splitlines(keepends=True)
+  keep = [x for x in lines if x.strip() and json.loads(x).get('step', 0) <= step]
+  if len(keep) != len(lines):
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(''.join(keep))
+    tmp.replace(path)
+    log.info('metrics.jsonl: dropped %d rows past step %d', len(lines) - len(keep), step)
+
+
+def restore_newest_readable(candidates, args, ckpt_dir):
+  """(step, restored) from the first readable of `candidates` [(manager, step)]: the latest
+  checkpoint, else the best ones, newest first. A truncated latest checkpoint (a full
+  disk, a copy cut short) used to end the run with no way back."""
+  failures = []
+  for manager, step in candidates:
+    try:
+      return step, manager.restore(step, args=args)
+    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise bare Exceptions
+      first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+      failures.append(f'{pathlib.Path(manager.directory).name}/{step}: {first}')
+      log.warning('checkpoint %s/%d is unreadable (%s); trying an older one',
+                  manager.directory, step, first)  # fmt: skip
+  raise WorkdirError(
+    f'{ckpt_dir}: no readable checkpoint ({"; ".join(failures)}); delete the work dir to start over'
+  )
+
+
 def check_resumable(config, workdir) -> None:
   """Refuses, before anything is written, to resume checkpoints of a different model.
 
@@ -150,6 +178,8 @@ def train(config, workdir) -> dict:
   config) changes nothing and returns the stored metrics.
   """
   workdir = pathlib.Path(workdir)
+  if config.optim.total_steps < 1:
+    raise ValueError(f'optim.total_steps is {config.optim.total_steps}: nothing to train')
   done = finished_result(config, workdir)
   if done is not None:
     log.info('%s: finished already (step %d); nothing to do', workdir, config.optim.total_steps)
@@ -284,9 +314,11 @@ def _train(config, workdir: pathlib.Path) -> dict:
       ckpt.state_to_tree(state),
       ckpt.state_to_tree(state_sharding),
     )
-    restored = latest.restore(
-      start_step,
-      args=ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()),
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
+    start_step, restored = restore_newest_readable(
+      [(latest, start_step)] + [(best, s) for s in sorted(best.all_steps(), reverse=True)],
+      args,
+      ckpt_dir,
     )
     nnx.replace_by_pure_dict(state, ckpt.state_from_tree(restored['state']))
     data_iter.restore(restored['data'])
@@ -322,6 +354,8 @@ def _train(config, workdir: pathlib.Path) -> dict:
     return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
 
   # ---- Loop -----------------------------------------------------------------------
+  if is_main:
+    drop_rows_after(workdir / 'metrics.jsonl', start_step)
   writer = MetricWriter(workdir, is_main)
   sched = optimizer.schedule(config.optim)
   stop = {'signal': None}
@@ -330,7 +364,8 @@ def _train(config, workdir: pathlib.Path) -> dict:
     del frame
     stop['signal'] = signum
 
-  previous = signal.signal(signal.SIGTERM, on_signal)
+  # Ctrl-C checkpoints like a preemption: an interactive user loses no steps either.
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   total = config.optim.total_steps
   step_delay = float(os.environ.get('PTMJAX_STEP_DELAY_S', 0))
   bar = tqdm(
@@ -407,12 +442,14 @@ def _train(config, workdir: pathlib.Path) -> dict:
             save(latest, step)
           latest.wait_until_finished()
           raise Preempted(
-            f'signal {stop["signal"]} at step {step}; checkpoint saved, re-run to resume'
+            f'signal {stop["signal"]} at step {step}; checkpoint saved, re-run to resume',
+            stop['signal'],
           )
   finally:
     bar.close()
     writer.close()
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
     latest.wait_until_finished()
     best.wait_until_finished()
 
