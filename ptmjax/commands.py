@@ -39,7 +39,13 @@ def run_guarded(prog: str, fn: Callable[[], int]) -> int:
   """Runs `fn`; bad input (the message names file, line, record) and missing files are the
   user's to fix: one line on stderr and exit 2, not a traceback."""
   from ptmjax.data.records import InputError
-  from ptmjax.errors import ModelFolderError, NonFiniteOutputError, Preempted, WorkdirError
+  from ptmjax.errors import (
+    ModelFolderError,
+    NonFiniteOutputError,
+    Preempted,
+    UsageError,
+    WorkdirError,
+  )
 
   try:
     return fn()
@@ -51,6 +57,7 @@ def run_guarded(prog: str, fn: Callable[[], int]) -> int:
     FileNotFoundError,
     ModelFolderError,
     NonFiniteOutputError,
+    UsageError,
     WorkdirError,
   ) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)

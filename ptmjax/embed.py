@@ -13,7 +13,7 @@ import numpy as np
 from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data.records import prepare_output, read_proteins
-from ptmjax.errors import NonFiniteOutputError
+from ptmjax.errors import NonFiniteOutputError, UsageError
 
 
 def embed_fasta(
@@ -47,7 +47,7 @@ def embed_fasta(
   model, tokenizer, _ = ckpt.load_model(checkpoint, **overrides)
   proteinbert = model.cfg.family == 'proteinbert'
   if pad_to and not proteinbert:
-    raise ValueError("--pad-to selects ProteinBERT's reference padding; this is a transformer")
+    raise UsageError("--pad-to selects ProteinBERT's reference padding; this is a transformer")
   outputs = ('hidden',) + (('pooled',) if proteinbert else ()) + (('mlm',) if lm else ())
   results, stats = inference.run(
     model,

@@ -23,6 +23,10 @@ class ModelFolderError(ValueError):
   """A model folder that cannot be trusted: corrupted, truncated, or not one at all."""
 
 
+class UsageError(ValueError):
+  """A setting or argument that cannot work (the message says which and why)."""
+
+
 class WorkdirError(ValueError):
   """A work dir that holds another run's checkpoints (the message names what differs)."""
 

@@ -26,7 +26,7 @@ from ptmjax import inference
 from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
 from ptmjax.data.records import InputError, prepare_output, read_proteins
-from ptmjax.errors import NonFiniteOutputError
+from ptmjax.errors import NonFiniteOutputError, UsageError
 
 
 class Predictor:
@@ -41,13 +41,13 @@ class Predictor:
     self.thresholds: dict = info.get('thresholds') or {}
     trained = info.get('channels') or [c for c in ptm_types.PTM_NAMES if self.candidates.get(c)]
     if not trained:
-      raise ValueError(
+      raise UsageError(
         f'{checkpoint}: no trained PTM channels recorded (a converted language model has no '
         'PTM head yet; fine-tune it with `ptmjax train` first)'
       )
     unknown = sorted(set(channels or ()) - set(trained))
     if unknown:
-      raise ValueError(f'channels {unknown} not trained in {checkpoint}; it has {trained}')
+      raise UsageError(f'channels {unknown} not trained in {checkpoint}; it has {trained}')
     self.channels = list(channels or trained)
     # Windows as long as the training crops: what evaluation used and the model saw.
     self.max_len = info.get('config', {}).get('data', {}).get('max_len')
@@ -86,7 +86,7 @@ class Predictor:
     for every channel that has one (channels evaluated during training)."""
     called = [(j, c) for j, c in enumerate(self.channels) if c in self.thresholds] if calls else []
     if calls and not called:
-      raise ValueError('the checkpoint stores no thresholds (it was never evaluated); drop --calls')
+      raise UsageError('the checkpoint stores no thresholds (it was never evaluated); drop --calls')
     header = ['protein', 'position', 'residue', *self.channels, *(f'{c}_call' for _, c in called)]
     with open(out, 'w') as f:
       f.write('\t'.join(header) + '\n')

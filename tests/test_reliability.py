@@ -323,3 +323,16 @@ def test_empty_inputs_and_zero_steps_are_errors(tmp_path, caplog):
   c.optim.total_steps = 0
   with pytest.raises(ValueError, match='total_steps is 0'):
     trainer.train(c, tmp_path / 'zero')
+
+
+def test_usage_errors_are_one_line(tmp_path, capsys):
+  from ptmjax import cli
+
+  run = tmp_path / 'run'
+  trainer.train(_config(), run)
+  (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSS\n')
+  assert cli.main(['predict', '--checkpoint', str(run / 'final'), '--fasta',
+                   str(tmp_path / 'p.fasta'), '--out', str(tmp_path / 'o.tsv'),
+                   '--channels', 'glycation']) == 2  # fmt: skip
+  err = capsys.readouterr().err
+  assert "channels ['glycation'] not trained" in err and 'Traceback' not in err

@@ -37,7 +37,7 @@ from ptmjax import sharding as shd
 from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
 from ptmjax.data.candidates import Candidates
-from ptmjax.errors import Preempted, WorkdirError
+from ptmjax.errors import Preempted, UsageError, WorkdirError
 from ptmjax.evaluation import scoring
 from ptmjax.models import ModelConfig, create_model
 from ptmjax.training import optimizer
@@ -179,7 +179,7 @@ def train(config, workdir) -> dict:
   """
   workdir = pathlib.Path(workdir)
   if config.optim.total_steps < 1:
-    raise ValueError(f'optim.total_steps is {config.optim.total_steps}: nothing to train')
+    raise UsageError(f'optim.total_steps is {config.optim.total_steps}: nothing to train')
   done = finished_result(config, workdir)
   if done is not None:
     log.info('%s: finished already (step %d); nothing to do', workdir, config.optim.total_steps)
@@ -279,7 +279,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
   batch_axes = tuple(a for a in ('data', 'fsdp') if a in mesh.axis_names)
   batch_sharding = jax.sharding.NamedSharding(mesh, shd.P(batch_axes))
   if config.data.batch_size % np.prod([mesh.shape[a] for a in batch_axes]):
-    raise ValueError(
+    raise UsageError(
       f'batch_size {config.data.batch_size} not divisible by the {batch_axes} mesh axes'
     )
 
