@@ -127,3 +127,24 @@ def hf_checkpoints(tmp_path_factory):
   ):
     out[name] = (root / name, make_hf_checkpoint(root / name, family, mlm))
   return out
+
+
+def interrupt_training(cmd, workdir, signum, *, after_rows: int = 2, env=None):
+  """Runs a `ptmjax train` command slowed to a step a second, sends `signum` once
+  `after_rows` metrics rows are written, and returns (exit code, output)."""
+  import subprocess
+  import time
+
+  env = {**os.environ, **(env or {}), 'PTMJAX_STEP_DELAY_S': '1'}
+  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  metrics = pathlib.Path(workdir) / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while (
+    proc.poll() is None
+    and time.time() < deadline
+    and not (metrics.exists() and metrics.read_text().count('\n') >= after_rows)
+  ):
+    time.sleep(0.1)
+  proc.send_signal(signum)
+  out = proc.communicate(timeout=120)[0]  # reads while waiting: a full pipe cannot block it
+  return proc.returncode, out.decode()

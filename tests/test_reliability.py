@@ -281,27 +281,16 @@ def test_a_truncated_latest_checkpoint_falls_back_to_best(tmp_path):
 
 
 def test_ctrl_c_checkpoints_like_sigterm_and_exits_130(tmp_path):
-  import os
   import signal
-  import subprocess
   import sys
-  import time
+
+  from conftest import interrupt_training
 
   cmd = [sys.executable, '-m', 'ptmjax.cli', 'train', '--config', 'synthetic:test',
          '--workdir', str(tmp_path), '--config.sharding.num_devices=1',
          '--config.sharding.mesh.data=1']  # fmt: skip
-  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '1'}
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  metrics, deadline = tmp_path / 'metrics.jsonl', time.time() + 120
-  while (
-    proc.poll() is None
-    and time.time() < deadline
-    and not (metrics.exists() and metrics.read_text().count('\n') >= 2)
-  ):
-    time.sleep(0.1)
-  proc.send_signal(signal.SIGINT)
-  out = proc.communicate(timeout=120)[0].decode()
-  assert proc.returncode == 130, out[-2000:]
+  returncode, out = interrupt_training(cmd, tmp_path, signal.SIGINT)
+  assert returncode == 130, out[-2000:]
   assert 'preempted: signal 2 at step' in out and 'Traceback' not in out
   assert list((tmp_path / 'checkpoints' / 'latest').iterdir())
 

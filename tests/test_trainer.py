@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import interrupt_training
 
 from ptmjax.configs import synthetic
 from ptmjax.training import trainer
@@ -86,28 +87,13 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(one_device_run, tmp_p
     '--config.sharding.mesh.data=1',
     '--config.optim.total_steps=6',
   ]  # fmt: skip
-  env = {
-    **os.environ,
-    'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-    'PTMJAX_STEP_DELAY_S': '1',
-  }
-  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  metrics = workdir / 'metrics.jsonl'
-  deadline = time.time() + 120
-  while (
-    proc.poll() is None
-    and time.time() < deadline
-    and not (metrics.exists() and metrics.read_text().count('\n') >= 2)
-  ):
-    time.sleep(0.1)
-  proc.send_signal(signal.SIGTERM)
-  out = proc.communicate(timeout=120)[0].decode()
-  assert proc.returncode == 143, out
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  returncode, out = interrupt_training(cmd, workdir, signal.SIGTERM, env=env)
+  assert returncode == 143, out
   interrupted_at = max(_losses(workdir))
   assert 2 <= interrupted_at < 6
   assert (workdir / 'checkpoints' / 'latest' / str(interrupted_at)).is_dir()
 
-  env.pop('PTMJAX_STEP_DELAY_S')
   done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stdout + done.stderr
   resumed, reference = _losses(workdir), _losses(one_device_run)
@@ -130,19 +116,8 @@ def test_sigterm_on_a_checkpoint_step_exits_143(tmp_path):
     '--workdir', str(workdir), '--config.sharding.num_devices=1',
     '--config.sharding.mesh.data=1', '--config.checkpoint.every_steps=1',
   ]  # fmt: skip
-  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '1'}
-  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  metrics = workdir / 'metrics.jsonl'
-  deadline = time.time() + 120
-  while (
-    proc.poll() is None
-    and time.time() < deadline
-    and not (metrics.exists() and metrics.read_text().count('\n') >= 2)
-  ):
-    time.sleep(0.1)
-  proc.send_signal(signal.SIGTERM)
-  out = proc.communicate(timeout=120)[0].decode()
-  assert proc.returncode == 143, out[-3000:]
+  returncode, out = interrupt_training(cmd, workdir, signal.SIGTERM)
+  assert returncode == 143, out[-3000:]
   assert 'StepAlreadyExists' not in out
 
 
