@@ -31,15 +31,15 @@ class PtmModel(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
+    # Creation order is the order of the random initialisation stream: encoder, PTM,
+    # count, LM head, as before the ProteinBERT family, so a seed gives the same model.
+    pb = cfg.family == 'proteinbert'
+    self.encoder = ProteinBertEncoder(cfg, rngs=rngs) if pb else Encoder(cfg, rngs=rngs)
     self.ptm_head = PtmHead(cfg, rngs)
     self.count_head = CountHead(cfg, rngs)
-    if cfg.family == 'proteinbert':
-      self.encoder = ProteinBertEncoder(cfg, rngs=rngs)
-      self.mlm_head = LmHead(cfg, rngs=rngs)
+    self.mlm_head = LmHead(cfg, rngs=rngs) if pb else MlmHead(cfg, rngs)
+    if pb:
       self.annotation_head = AnnotationHead(cfg, rngs=rngs)
-    else:
-      self.encoder = Encoder(cfg, rngs=rngs)
-      self.mlm_head = MlmHead(cfg, rngs)
 
   def residue_mask(self, tokens, segment_ids):
     """True on residue tokens: not padding, <cls> or <eos>."""
