@@ -19,8 +19,12 @@ Three batch modes:
   at 0 for each protein.
 
 Proteins longer than `max_len` tokens are cropped to a random window in
-training (`crop='random'`) or to their start (`crop='start'`); evaluation runs
-whole proteins in overlapping windows instead (`ptmjax.inference`).
+training (`crop='random'`), to their start (`crop='start'`), or cut into
+consecutive pieces that together cover every residue, the cut points shifted at
+random each epoch (`crop='tile'`: an epoch then sees every residue once; with
+one random window a 1,000-residue protein shows a quarter of its sites per
+epoch). Evaluation runs whole proteins in overlapping windows instead
+(`ptmjax.inference`).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class Pipeline:
     max_len: tokens per protein / per packed row, specials included.
     mode: 'pad', 'bucket' or 'pack'.
     seed: shuffling and cropping seed.
-    crop: 'random' or 'start'.
+    crop: 'random', 'start' or 'tile'.
     max_segments: most proteins in one packed row.
     process_index, process_count: this process's share of each global batch.
   """
@@ -77,8 +81,8 @@ class Pipeline:
   ):
     if mode not in ('pad', 'bucket', 'pack'):
       raise ValueError(f"mode must be 'pad', 'bucket' or 'pack', not {mode!r}")
-    if crop not in ('random', 'start'):
-      raise ValueError(f"crop must be 'random' or 'start', not {crop!r}")
+    if crop not in ('random', 'start', 'tile'):
+      raise ValueError(f"crop must be 'random', 'start' or 'tile', not {crop!r}")
     if batch_size % process_count:
       raise ValueError(f'batch_size {batch_size} is not a multiple of {process_count} processes')
     self.dataset = grain.MapDataset.source(source)
@@ -97,36 +101,43 @@ class Pipeline:
   def _rng(self, *keys) -> np.random.Generator:
     return np.random.default_rng([self.seed, *keys])
 
-  def _crop(self, epoch: int, index: int) -> tuple[int, int]:
+  def _pieces(self, epoch: int, index: int) -> list[tuple[int, int, int]]:
+    """(index, start, residues) of the pieces of protein `index` trained in `epoch`."""
     n = int(self.lengths[index])
     if n <= self.window:
-      return 0, n
+      return [(index, 0, n)]
     if self.crop == 'start':
-      return 0, self.window
-    return int(self._rng(epoch, index, 1).integers(0, n - self.window + 1)), self.window
+      return [(index, 0, self.window)]
+    if self.crop == 'random':
+      return [
+        (index, int(self._rng(epoch, index, 1).integers(0, n - self.window + 1)), self.window)
+      ]
+    # 'tile': cuts every `window` residues from a random first cut, so no residue is
+    # always near a cut (its context would always be one-sided there).
+    first = int(self._rng(epoch, index, 1).integers(1, self.window + 1))
+    cuts = [0, *range(first, n, self.window), n]
+    return [(index, a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
   def plan(self, epoch: int) -> list[Plan]:
     """The epoch's global batches (full batches only; the remainder waits for a later epoch)."""
     if epoch in self._plans:
       return self._plans[epoch]
     perm = self._rng(epoch, 0).permutation(len(self.lengths))
-    crops = {int(i): self._crop(epoch, int(i)) for i in perm}
+    # Items are (protein, start, residues): one per protein, or several with 'tile'.
+    items = [piece for i in perm for piece in self._pieces(epoch, int(i))]
     special = self.tokenizer.num_special
     if self.mode == 'pad':
-      batches = [
-        Plan(
-          self.max_len, tuple(((int(i), *crops[int(i)]),) for i in perm[b : b + self.batch_size])
-        )
-        for b in range(0, len(perm) - self.batch_size + 1, self.batch_size)
+      plans = [
+        Plan(self.max_len, tuple((item,) for item in items[b : b + self.batch_size]))
+        for b in range(0, len(items) - self.batch_size + 1, self.batch_size)
       ]
-      plans = batches
     elif self.mode == 'bucket':
       pool = self.batch_size * 32
       batches = []
-      for p in range(0, len(perm), pool):
-        chunk = sorted(perm[p : p + pool], key=lambda i: crops[int(i)][1])
+      for p in range(0, len(items), pool):
+        chunk = sorted(items[p : p + pool], key=lambda item: item[2])
         for b in range(0, len(chunk) - self.batch_size + 1, self.batch_size):
-          rows = tuple(((int(i), *crops[int(i)]),) for i in chunk[b : b + self.batch_size])
+          rows = tuple((item,) for item in chunk[b : b + self.batch_size])
           longest = max(r[0][2] for r in rows) + special
           batches.append(Plan(min(self.max_len, math.ceil(longest / BUCKET) * BUCKET), rows))
       order = self._rng(epoch, 2).permutation(len(batches))
@@ -134,13 +145,13 @@ class Pipeline:
     else:
       plans, carry = [], []
       pool = self.batch_size * 32
-      for p in range(0, len(perm), pool):
+      for p in range(0, len(items), pool):
         # First-fit decreasing within a pool of proteins; proteins of rows that
         # do not fill a whole batch move on to the next pool.
-        chunk = sorted(carry + [int(i) for i in perm[p : p + pool]], key=lambda i: -crops[i][1])
+        chunk = sorted(carry + items[p : p + pool], key=lambda item: -item[2])
         rows, room = [], []
-        for i in chunk:
-          need = crops[i][1] + special
+        for item in chunk:
+          need = item[2] + special
           slot = next(
             (r for r in range(len(rows)) if room[r] >= need and len(rows[r]) < self.max_segments),
             None,
@@ -149,12 +160,12 @@ class Pipeline:
             rows.append([])
             room.append(self.max_len)
             slot = len(rows) - 1
-          rows[slot].append((i, *crops[i]))
+          rows[slot].append(item)
           room[slot] -= need
         order = self._rng(epoch, 3, p).permutation(len(rows))
         rows = [rows[r] for r in order]
         full = len(rows) // self.batch_size * self.batch_size
-        carry = [i for row in rows[full:] for i, _, _ in row]
+        carry = [item for row in rows[full:] for item in row]
         for b in range(0, full, self.batch_size):
           plans.append(Plan(self.max_len, tuple(tuple(r) for r in rows[b : b + self.batch_size])))
       plans = [plans[i] for i in self._rng(epoch, 2).permutation(len(plans))]

@@ -16,6 +16,8 @@ import json
 import logging
 import pathlib
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -152,6 +154,25 @@ def main_spec(data_cfg, split: str) -> str:
   return f'{data_cfg.name}{"/" + sub if sub else ""}:{split}'
 
 
+def cluster_subset(train: list, fraction: float, seed: int = 0) -> list:
+  """About `fraction` of the proteins, taking whole homology clusters in a fixed random
+  order: no cluster is split, and the subset for a smaller fraction is inside the one
+  for a larger fraction (a learning curve then adds proteins, never swaps them)."""
+  if not 0 < fraction <= 1:
+    raise ValueError(f'train_fraction must be in (0, 1], not {fraction}')
+
+  def cluster(ex):
+    return text(ex.get('cluster', '')) or ex['id']
+
+  names = sorted({cluster(ex) for ex in train})
+  rank = {names[i]: r for r, i in enumerate(np.random.default_rng(seed).permutation(len(names)))}
+  ranks = np.array([rank[cluster(ex)] for ex in train])
+  # The cluster in which the target count is reached is the last one taken, whole.
+  target = max(1, round(fraction * len(train)))
+  last = np.sort(ranks)[target - 1]
+  return [ex for ex, r in zip(train, ranks, strict=True) if r <= last]
+
+
 def training_examples(data_cfg) -> tuple[list, dict]:
   """The training split plus `data.extra` datasets, less homologs of `data.exclude_homologs_of`.
 
@@ -162,6 +183,17 @@ def training_examples(data_cfg) -> tuple[list, dict]:
   parts = {spec: examples(data_cfg, spec) for spec in specs}
   info = {'sources': {k: len(v) for k, v in parts.items()}}
   train = [ex for part in parts.values() for ex in part]
+  taxa = {int(t) for t in data_cfg.get('exclude_taxa', ())}
+  if taxa:
+    kept = [ex for ex in train if int(ex['taxon_id']) not in taxa]
+    info['taxa_removed'] = len(train) - len(kept)
+    info['exclude_taxa'] = sorted(taxa)
+    log.info('removed %d training proteins of taxa %s', len(train) - len(kept), sorted(taxa))
+    train = kept
+  fraction = float(data_cfg.get('train_fraction', 1.0))
+  if fraction < 1.0:
+    train = cluster_subset(train, fraction, data_cfg.get('fraction_seed', 0))
+    info['train_fraction'] = fraction
   exclude = data_cfg.get('exclude_homologs_of') or ''
   if exclude:
     from ptmjax.data import homology
