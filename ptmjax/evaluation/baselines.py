@@ -5,6 +5,11 @@
   it has learned nothing about context.
 * `WindowLogReg`: scikit-learn logistic regression per channel on one-hot windows of
   +/- `half` residues around each candidate residue (the classic sequence-motif model).
+  `features='composition'` sees only the protein (its 20 amino-acid shares and log
+  length: the same score for every candidate of a protein), `'window+composition'`
+  both. On channels where whole proteins are unannotated (YAAM marks every residue of
+  a listed protein 0 when no site of the type is known), the composition model shows
+  how much of a score only tells which proteins were studied.
 """
 
 from __future__ import annotations
@@ -58,12 +63,48 @@ def window_features(flat: Flat, rows: np.ndarray, half: int) -> scipy.sparse.csr
   )
 
 
-class WindowLogReg:
-  """Per-channel L2 logistic regression on one-hot windows of candidate residues."""
+def composition_features(flat: Flat, rows: np.ndarray) -> np.ndarray:
+  """[len(rows), 21]: the amino-acid shares of each row's protein and its log length
+  (centred on a 400-residue protein), the same for every residue of a protein."""
+  codes = _CODE[np.frombuffer(''.join(flat.residues).encode(), np.uint8)]
+  protein = np.searchsorted(flat.offsets, np.arange(len(codes)), side='right') - 1
+  num = len(flat.offsets) - 1
+  counts = np.zeros((num, len(ALPHABET) + 1))
+  np.add.at(counts, (protein, codes), 1)
+  lengths = np.diff(flat.offsets).astype(np.float64)
+  shares = counts[:, : len(ALPHABET)] / np.maximum(lengths, 1)[:, None]
+  per_protein = np.c_[shares * 10, np.log(np.maximum(lengths, 1) / 400)]
+  return per_protein[protein[rows]]
 
-  def __init__(self, half: int = 15, C: float = 0.1, max_rows: int = 400_000, seed: int = 0):
+
+FEATURES = ('window', 'composition', 'window+composition')
+
+
+class WindowLogReg:
+  """Per-channel L2 logistic regression on one-hot windows of candidate residues
+  (`features='window'`), on their protein's composition and length, or on both."""
+
+  def __init__(
+    self,
+    half: int = 15,
+    C: float = 0.1,
+    max_rows: int = 400_000,
+    seed: int = 0,
+    features: str = 'window',
+  ):
+    if features not in FEATURES:
+      raise ValueError(f'features must be one of {FEATURES}, not {features!r}')
     self.half, self.C, self.max_rows, self.seed = half, C, max_rows, seed
+    self.features = features
     self.models: dict[str, LogisticRegression] = {}
+
+  def _x(self, flat: Flat, rows: np.ndarray):
+    if self.features == 'composition':
+      return composition_features(flat, rows)
+    x = window_features(flat, rows, self.half)
+    if self.features == 'window+composition':
+      x = scipy.sparse.hstack([x, composition_features(flat, rows)]).tocsr()
+    return x
 
   def fit(self, flat: Flat, candidates, channels) -> WindowLogReg:
     rng = np.random.default_rng(self.seed)
@@ -78,7 +119,7 @@ class WindowLogReg:
         pick = np.sort(rng.choice(len(rows), self.max_rows, replace=False))
         rows, y = rows[pick], y[pick]
       model = LogisticRegression(C=self.C, class_weight='balanced', max_iter=1000)
-      self.models[name] = model.fit(window_features(flat, rows, self.half), y)
+      self.models[name] = model.fit(self._x(flat, rows), y)
     return self
 
   def predict(self, flat: Flat, candidates) -> np.ndarray:
@@ -88,7 +129,5 @@ class WindowLogReg:
     for name, model in self.models.items():
       rows = np.flatnonzero(candidates.residue_mask(flat.residues, name))
       if len(rows):
-        out[rows, ptm_types.INDEX[name]] = model.predict_proba(
-          window_features(flat, rows, self.half)
-        )[:, 1]
+        out[rows, ptm_types.INDEX[name]] = model.predict_proba(self._x(flat, rows))[:, 1]
     return out

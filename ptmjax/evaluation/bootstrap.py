@@ -52,3 +52,29 @@ def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float('nan'), float('nan')
   a = (1 - level) / 2
   return float(np.quantile(v, a)), float(np.quantile(v, 1 - a))
+
+
+def seed_resamples(num_seeds: int, n: int, seed: int = 1) -> np.ndarray:
+  """[n, num_seeds] seed indices drawn with replacement, one row per resample."""
+  return np.random.default_rng(seed).integers(0, num_seeds, size=(n, num_seeds))
+
+
+def hierarchical(per_seed: np.ndarray, seed_draws: np.ndarray) -> np.ndarray:
+  """Two-level bootstrap values: seeds and proteins resampled together.
+
+  Args:
+    per_seed: [S, B, ...] a metric of each trained seed on each protein resample.
+    seed_draws: [B, S'] seed indices per resample (`seed_resamples`); an arm with one
+      "seed" (a deterministic baseline) uses index 0 throughout.
+
+  Returns:
+    [B, ...]: per resample, the mean over its drawn seeds on its drawn proteins. Every
+    arm sharing `seed_draws` and the protein resamples is paired with the others, so
+    differences of these arrays are paired differences. With one trained seed this is
+    the protein bootstrap: the seed-to-seed spread is then not measured, and reports
+    say so.
+  """
+  per_seed = np.asarray(per_seed)
+  idx = np.minimum(seed_draws, len(per_seed) - 1)  # [B, S']
+  b = np.arange(per_seed.shape[1])[:, None]
+  return per_seed[idx, b].mean(1)
