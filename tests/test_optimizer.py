@@ -116,3 +116,12 @@ def test_schedule_warmup_then_cosine():
     _optim(lr=1.0, total_steps=110, warmup_steps=10, decay='linear', end_lr_ratio=0.1)
   )
   np.testing.assert_allclose([s(10), s(60), s(110)], [1, 0.55, 0.1], atol=1e-6)
+
+
+def test_layer_depth_of_proteinbert_blocks():
+  """ProteinBERT's blocks are encoder/blocks/i: each gets its own depth (they all fell to
+  depth 0, the embeddings', before), heads the top."""
+  assert optimizer._layer_of('encoder/blocks/2/wide_conv/kernel', 4) == 3
+  assert optimizer._layer_of('encoder/layers/0/attention/query/kernel', 4) == 1
+  assert optimizer._layer_of('encoder/embed/embedding', 4) == 0
+  assert optimizer._layer_of('ptm_head/out/kernel', 4) == 5

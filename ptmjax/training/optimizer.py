@@ -30,7 +30,8 @@ def schedule(optim) -> optax.Schedule:
 
 def _layer_of(path: str, num_layers: int) -> int:
   """Depth for layer-wise decay: embeddings 0, layer i -> i + 1, heads num_layers + 1."""
-  m = re.match(r'encoder/layers/(\d+)/', path)
+  # Transformer layers are encoder/layers/i, ProteinBERT blocks encoder/blocks/i.
+  m = re.match(r'encoder/(?:layers|blocks)/(\d+)/', path)
   if m:
     return int(m.group(1)) + 1
   if path.startswith('encoder/') and not path.startswith('encoder/final_norm'):
