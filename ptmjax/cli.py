@@ -122,6 +122,7 @@ def _predict(args) -> int:
     channels=args.channels.split(',') if args.channels else None,
     max_len=args.max_len,
     stride=args.stride,
+    calibrated=args.calibrated,
   )
   print(
     f'predicted {", ".join(channels)} for {stats.proteins} proteins, {stats.residues} residues '
@@ -323,6 +324,12 @@ def main(argv=None) -> int:
   )
   pr.add_argument(
     '--channels', default=None, help='comma-separated subset (default: every trained channel)'
+  )
+  pr.add_argument(
+    '--calibrated',
+    action='store_true',
+    help='probabilities mapped by the Platt scaling fitted on validation at the end of '
+    'training (columns CHANNEL_calibrated): rates a site is modified, not raw head outputs',
   )
   pr.add_argument('--max-len', type=int, default=None, help="tokens per window (the model's)")
   pr.add_argument('--stride', type=int, default=None, help='residues between windows (half)')

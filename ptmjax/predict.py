@@ -27,12 +27,15 @@ from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
 from ptmjax.data.records import InputError, prepare_output, read_proteins
 from ptmjax.errors import NonFiniteOutputError, UsageError
+from ptmjax.evaluation import calibration
 
 
 class Predictor:
   """A model folder loaded once; `predict` takes {id: sequence}."""
 
-  def __init__(self, checkpoint, *, channels=None, dtype: str | None = None):
+  def __init__(
+    self, checkpoint, *, channels=None, dtype: str | None = None, calibrated: bool = False
+  ):
     overrides = {'dtype': dtype} if dtype else {}
     self.model, self.tokenizer, self.meta = ckpt.load_model(checkpoint, **overrides)
     self.model.eval()
@@ -49,6 +52,17 @@ class Predictor:
     if unknown:
       raise UsageError(f'channels {unknown} not trained in {checkpoint}; it has {trained}')
     self.channels = list(channels or trained)
+    # Platt maps fitted on validation at the end of training (ptmjax.evaluation.calibration).
+    self.calibration = {}
+    if calibrated:
+      stored = info.get('calibration') or {}
+      missing = [c for c in self.channels if c not in stored]
+      if missing:
+        raise UsageError(
+          f'{checkpoint}: no calibration stored for {missing} (models trained before '
+          'calibration was stored, or never evaluated); drop --calibrated'
+        )
+      self.calibration = {c: stored[c] for c in self.channels}
     # Windows as long as the training crops: what evaluation used and the model saw.
     self.max_len = info.get('config', {}).get('data', {}).get('max_len')
 
@@ -71,7 +85,11 @@ class Predictor:
     result = {}
     for pid, seq, out in zip(ids, seqs, outs, strict=True):
       # NumPy, not jax.nn.sigmoid: a JAX op on each protein's shape compiles once per length.
-      probs = scipy.special.expit(out['ptm'][:, cols]).astype(np.float32)
+      probs = scipy.special.expit(out['ptm'][:, cols])
+      for j, c in enumerate(self.channels):
+        if c in self.calibration:
+          probs[:, j] = calibration.apply_platt(probs[:, j], *self.calibration[c])
+      probs = probs.astype(np.float32)
       if not np.isfinite(probs).all():
         # NaN here means a broken model, and NA in the TSV means "not a candidate".
         raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite probabilities')
@@ -87,7 +105,9 @@ class Predictor:
     called = [(j, c) for j, c in enumerate(self.channels) if c in self.thresholds] if calls else []
     if calls and not called:
       raise UsageError('the checkpoint stores no thresholds (it was never evaluated); drop --calls')
-    header = ['protein', 'position', 'residue', *self.channels, *(f'{c}_call' for _, c in called)]
+    # Calibrated columns carry their own name: a TSV never leaves it to guess which it holds.
+    names = [f'{c}_calibrated' if c in self.calibration else c for c in self.channels]
+    header = ['protein', 'position', 'residue', *names, *(f'{c}_call' for _, c in called)]
     with open(out, 'w') as f:
       f.write('\t'.join(header) + '\n')
       # Column by column with NumPy, then one join per protein: a proteome is millions
@@ -100,18 +120,30 @@ class Predictor:
         for j in range(p.shape[1]):
           cols.append(np.where(missing[:, j], 'NA', np.char.mod('%.4f', p[:, j])).tolist())
         for j, c in called:
-          call = (p[:, j] >= self.thresholds[c]).astype(int).astype(str)
+          threshold = self.thresholds[c]
+          if c in self.calibration:  # the same calls: the map is monotone (a > 0)
+            threshold = calibration.apply_platt(np.float64(threshold), *self.calibration[c])
+          call = (p[:, j] >= np.float32(threshold)).astype(int).astype(str)
           cols.append(np.where(missing[:, j], 'NA', call).tolist())
         f.write(''.join('\t'.join(row) + '\n' for row in zip(*cols, strict=True)))
 
 
 def predict_fasta(
-  checkpoint, fasta, out, *, calls=False, channels=None, max_len=None, stride=None, progress=True
+  checkpoint,
+  fasta,
+  out,
+  *,
+  calls=False,
+  channels=None,
+  max_len=None,
+  stride=None,
+  progress=True,
+  calibrated=False,
 ):
   """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
   out = prepare_output(out)
   proteins = dict(read_proteins(fasta))
-  p = Predictor(checkpoint, channels=channels)
+  p = Predictor(checkpoint, channels=channels, calibrated=calibrated)
   if calls and not any(c in p.thresholds for c in p.channels):
     raise InputError(
       checkpoint, None, 'the model stores no thresholds (never evaluated); drop --calls'

@@ -27,6 +27,14 @@ def base() -> ml_collections.ConfigDict:
   c.data.max_len = 512
   c.data.mode = 'pack'  # or 'bucket'
   c.data.max_segments = 8
+  # Proteins longer than max_len: 'random' = one random window per epoch; 'tile' = pieces
+  # covering every residue each epoch (cut points shift per epoch); 'start'.
+  c.data.crop = 'random'
+  c.data.exclude_taxa = ()  # e.g. (559292, 4932): drop S. cerevisiae proteins (stage 1)
+  # < 1: a fixed subset of the training proteins, by whole homology clusters (nested:
+  # the 10 % subset is inside the 25 % one); `fraction_seed` picks the cluster order.
+  c.data.train_fraction = 1.0
+  c.data.fraction_seed = 0
   # 'auto': derived from the training labels; or e.g. 'phosphorylation=STY,acetylation=K'
   c.data.candidates = 'auto'
   c.data.extra = ()  # more training data: ('ptmdb/all:train', 'yaam:unlabeled', ...)
@@ -51,6 +59,8 @@ def base() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.channels = ()  # () = every channel with labels
+  # Per-channel loss weights, e.g. 'phosphorylation=2,acetylation=0.5' (others 1).
+  c.loss.channel_weights = ''
   c.loss.ptm_weight = 1.0
   c.loss.pos_weight = 'auto'  # negatives / positives per channel, capped
   c.loss.max_pos_weight = 20.0
@@ -82,10 +92,15 @@ def base() -> ml_collections.ConfigDict:
   c.checkpoint.every_steps = 200
   c.checkpoint.keep_best = 2
   c.checkpoint.best_metric = 'val/phosphorylation/auroc'
+  # What `final/` holds: 'last' (the last step) or 'best' (the best evaluation by
+  # best_metric: what the next stage and predict then use).
+  c.checkpoint.final = 'last'
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 500
   c.eval.max_proteins = 0  # 0 = the whole split
+  # Stop after this many evaluations without a new best best_metric (0 = never).
+  c.eval.patience = 0
 
   return c
 

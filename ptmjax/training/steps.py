@@ -47,7 +47,7 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
     tokenizer: the model's tokenizer (masking draws residue tokens from it).
     cand_table: bool [vocab, channels], `Candidates.token_table`.
     pos_weight: float [channels], weight of positive entries.
-    channel_mask: bool [channels], the channels trained.
+    channel_mask: float [channels], each channel's loss weight (0: not trained).
   """
   lc = config.loss
   heads = tuple(
@@ -55,6 +55,7 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
   )
   num_segments = config.data.max_segments if config.data.mode == 'pack' else 1
   rng0 = jax.random.key(config.seed)
+  channel_mask = jnp.asarray(channel_mask, jnp.float32)
 
   def loss_fn(model, batch, step):
     tokens, seg = batch['tokens'], batch['segment_ids']
@@ -71,11 +72,11 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
     out = model(inputs, seg, batch['positions'], heads=heads, num_segments=num_segments)
     total, aux = 0.0, {}
     if lc.ptm_weight:
-      weights = cand_table[tokens] & residue[..., None] & channel_mask
+      weights = (cand_table[tokens] & residue[..., None]).astype(jnp.float32) * channel_mask
       loss, n = losses.ptm_loss(
         out['ptm'],
         batch['labels'],
-        weights.astype(jnp.float32),
+        weights,
         pos_weight=pos_weight,
         label_smoothing=lc.label_smoothing,
         focal_gamma=lc.focal_gamma,
@@ -83,7 +84,9 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
       total += lc.ptm_weight * loss
       aux['ptm_loss'], aux['scored'] = loss, n
     if lc.count_weight:
-      loss = losses.count_loss(out['count'], batch['counts'], batch['counts_valid'] & channel_mask)
+      loss = losses.count_loss(
+        out['count'], batch['counts'], batch['counts_valid'] & (channel_mask > 0)
+      )
       total += lc.count_weight * loss
       aux['count_loss'] = loss
     if lc.mlm_weight:

@@ -38,6 +38,7 @@ from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
 from ptmjax.data.candidates import Candidates
 from ptmjax.errors import Preempted, UsageError, WorkdirError
+from ptmjax.evaluation import calibration as calib
 from ptmjax.evaluation import scoring
 from ptmjax.models import ModelConfig, create_model
 from ptmjax.training import optimizer
@@ -76,6 +77,27 @@ def model_and_tokenizer(config) -> tuple[ModelConfig, tok.Tokenizer]:
   return ModelConfig.from_dict({**fields, **ids}), tokenizer
 
 
+def channel_loss_weights(config, channels) -> np.ndarray:
+  """float [NUM_TYPES]: the loss weight of each channel, 0 for channels not trained.
+
+  `loss.channel_weights` ('phosphorylation=2,acetylation=0.5'; others 1) moves the
+  loss towards the channels a study reports instead of those with most candidates."""
+  w = np.isin(np.array(ptm_types.PTM_NAMES), channels).astype(np.float32)
+  spec = config.loss.get('channel_weights') or ''
+  pairs = spec.items() if isinstance(spec, dict) else (kv.split('=') for kv in spec.split(','))
+  for kv in pairs:
+    kv = tuple(kv)
+    if kv == ('',):
+      continue
+    if len(kv) != 2 or kv[0].strip() not in ptm_types.INDEX:
+      raise UsageError(
+        f'loss.channel_weights {spec!r}: expected channel=WEIGHT[,...] with channels from '
+        f'{ptm_types.PTM_NAMES}'
+      )
+    w[ptm_types.INDEX[kv[0].strip()]] *= float(kv[1])
+  return w
+
+
 def channels_and_weights(config, train_source, candidates: Candidates):
   """The channels trained (only those with both classes in the training data) and the
   positive-class weight per channel ('auto': negatives / positives, capped)."""
@@ -102,7 +124,9 @@ def finished_result(config, workdir) -> dict | None:
     return None
   info = ckpt.read_meta(final).get('info', {})
   same = info.get('config') == json.loads(config.to_json_best_effort())
-  return info.get('metrics', {}) if same and info.get('step') == config.optim.total_steps else None
+  # 'finished' marks runs that stopped early (patience) or keep their best step.
+  done = info.get('finished') or info.get('step') == config.optim.total_steps
+  return info.get('metrics', {}) if same and done else None
 
 
 def _flatten(d, prefix=''):
@@ -231,12 +255,15 @@ def _train(config, workdir: pathlib.Path) -> dict:
   candidates = Candidates.from_config(config.data.candidates, train_source)
   model_cfg, tokenizer = model_and_tokenizer(config)
   channels, pos_weight = channels_and_weights(config, train_source, candidates)
-  channel_mask = np.isin(np.array(ptm_types.PTM_NAMES), channels)
+  channel_mask = channel_loss_weights(config, channels)
   run_info = {
     'data': data_info,
     'channels': channels,
     'candidates': candidates.to_json(),
     'pos_weight': dict(zip(ptm_types.PTM_NAMES, map(float, pos_weight), strict=True)),
+    'channel_weights': {
+      n: float(w) for n, w in zip(ptm_types.PTM_NAMES, channel_mask, strict=True) if w
+    },
     'model': model_cfg.to_dict(),
   }
   if is_main:
@@ -249,6 +276,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
     max_len=config.data.max_len,
     mode=config.data.mode,
     seed=config.seed,
+    crop=config.data.get('crop', 'random'),
     max_segments=config.data.max_segments,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
@@ -305,16 +333,19 @@ def _train(config, workdir: pathlib.Path) -> dict:
   with jax.set_mesh(mesh):
     state = jax.jit(lambda: nnx.split(create_state())[1], out_shardings=state_sharding)()
   start_step = 0
+  # Saved as a plain nested dict (readable with Orbax alone); restored onto
+  # this run's shardings, whatever the mesh that wrote it.
+  target = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    ckpt.state_to_tree(state),
+    ckpt.state_to_tree(state_sharding),
+  )
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
+  # The best evaluation so far and how many evaluations since (patience); saved with
+  # every checkpoint so a resumed run stops where an uninterrupted one would.
+  tracker = {'best': None, 'best_step': 0, 'bad': 0, 'metrics': {}, 'thresholds': {}}
   if latest.latest_step() is not None:
     start_step = latest.latest_step()
-    # Saved as a plain nested dict (readable with Orbax alone); restored onto
-    # this run's shardings, whatever the mesh that wrote it.
-    target = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      ckpt.state_to_tree(state),
-      ckpt.state_to_tree(state_sharding),
-    )
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
     start_step, restored = restore_newest_readable(
       [(latest, start_step)] + [(best, s) for s in sorted(best.all_steps(), reverse=True)],
       args,
@@ -322,6 +353,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
     )
     nnx.replace_by_pure_dict(state, ckpt.state_from_tree(restored['state']))
     data_iter.restore(restored['data'])
+    tracker.update(restored['data'].get('tracker', {}))
     log.info('resumed from step %d (%s)', start_step, data_iter.state)
   elif config.init_from.get('path'):
     params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param).to_pure_dict()
@@ -383,17 +415,21 @@ def _train(config, workdir: pathlib.Path) -> dict:
       step,
       args=ocp.args.Composite(
         state=ocp.args.StandardSave(ckpt.state_to_tree(state)),
-        data=ocp.args.JsonSave(data_iter.state),
+        data=ocp.args.JsonSave({**data_iter.state, 'tracker': tracker}),
       ),
       metrics=extra_metrics,
       force=True,
     )
 
+  patience = config.eval.get('patience', 0)
+  stopped_early = bool(patience and tracker['bad'] >= patience)
   if eval_examples and start_step == 0:
     writer.write(0, scoring.baseline_metrics(train_source, eval_examples, candidates, channels))
   try:
     with jax.set_mesh(mesh):
       for step in range(start_step + 1, total + 1):
+        if stopped_early:  # resumed after the patience stop, before final/ was written
+          break
         local = next(data_iter)
         window['tokens'] += local['tokens'].size
         window['real'] += int((local['segment_ids'] > 0).sum())
@@ -430,11 +466,24 @@ def _train(config, workdir: pathlib.Path) -> dict:
             model, tokenizer, eval_examples, candidates, channels, max_len=config.data.max_len
           )
           writer.write(step, last_eval)
+          value = last_eval.get(best_metric)
+          if value is not None and (tracker['best'] is None or value > tracker['best']):
+            tracker.update(best=float(value), best_step=step, bad=0)
+            tracker.update(metrics={k: float(v) for k, v in last_eval.items()},
+                           thresholds={k: float(v) for k, v in thresholds.items()})  # fmt: skip
+          else:
+            tracker['bad'] += 1
+          stopped_early = bool(patience and tracker['bad'] >= patience)
+          if stopped_early:
+            log.info('%s: no better %s in %d evaluations (best %.4f at step %d); stopping at '
+                     'step %d', workdir, best_metric, patience, tracker['best'],
+                     tracker['best_step'], step)  # fmt: skip
           save(best, step, {k: float(v) for k, v in last_eval.items()})
           if is_main:
             (workdir / 'thresholds.json').write_text(json.dumps(thresholds, indent=2) + '\n')
-        if step % config.checkpoint.every_steps == 0 or step == total:
-          save(latest, step)
+        if step % config.checkpoint.every_steps == 0 or step == total or stopped_early:
+          if latest.latest_step() != step:
+            save(latest, step)
         if stop['signal'] is not None:
           # A signal on a checkpoint step finds that step saved already: saving it again
           # raises StepAlreadyExistsError, and a requeueing wrapper sees exit 1, not 143.
@@ -454,19 +503,41 @@ def _train(config, workdir: pathlib.Path) -> dict:
     best.wait_until_finished()
 
   # ---- Final model folder -----------------------------------------------------------
+  last_step = latest.latest_step() or total
+  final_step = last_step
+  if config.checkpoint.get('final', 'last') == 'best' and tracker['best'] is not None:
+    # The best evaluation's weights: what the next stage and `predict` use.
+    final_step = tracker['best_step']
+    if final_step != last_step:
+      restored = best.restore(final_step, args=args)
+      nnx.replace_by_pure_dict(state, ckpt.state_from_tree(restored['state']))
+    last_eval, thresholds = tracker['metrics'], tracker['thresholds']
+    if is_main:
+      (workdir / 'thresholds.json').write_text(json.dumps(thresholds, indent=2) + '\n')
   model = nnx.merge(graphdef, state)[0]
   model.eval()
+  calibration = {}
+  if eval_examples and config.loss.ptm_weight:
+    # Platt scaling per channel on the validation proteins (`ptmjax predict --calibrated`).
+    flat, scores = scoring.predict_flat(
+      model, tokenizer, eval_examples, max_len=config.data.max_len
+    )
+    calibration = calib.fit_channels(flat, scores, candidates, channels)
   ckpt.save_model(
     workdir / 'final',
     model,
     tokenizer,
     {
       'config': json.loads(config.to_json_best_effort()),
-      'step': total,
+      'step': final_step,
+      'last_step': last_step,
+      'finished': True,
+      'stopped_early': stopped_early,
       'candidates': candidates.to_json(),
       'channels': channels,
-      'thresholds': thresholds,  # best F1 on the last validation pass
+      'thresholds': thresholds,  # best F1 on the validation pass of `step`
       'metrics': last_eval,
+      'calibration': calibration,  # {channel: [a, b]}: sigmoid(a * logit(p) + b)
     },
   )
   return last_eval
