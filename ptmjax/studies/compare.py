@@ -11,20 +11,25 @@ WORKDIR/report/{report.md, results.json, *.png} (`compare_report`).
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import logging
 import pathlib
+import re
 import shutil
 import sys
 import time
 
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from ptmjax import checkpoint as ckpt
 from ptmjax.data import ptm_types, sources
 from ptmjax.data.candidates import Candidates
-from ptmjax.evaluation import baselines, report, scoring
+from ptmjax.errors import UsageError
+from ptmjax.evaluation import baselines, metrics, report, scoring
 from ptmjax.models import create_model
 from ptmjax.studies import compare_report, compare_stats, runs
 
@@ -36,16 +41,54 @@ def seeds_of(config) -> list[int]:
 
 
 # --- training the stages -----------------------------------------------------------------
-def _stage_config(stage, *, seed, data_dir, init):
+def _stage_config(stage, *, seed, data_dir, init, overrides=None):
   c = ml_collections.ConfigDict(stage.to_dict())
   c.seed = seed
   c.data.data_dir = data_dir
   c.init_from.path = str(init) if init else ''
+  for key, value in (overrides or {}).items():
+    *path, last = key.split('.')
+    node = c
+    for part in path:
+      node = node[part]
+    if last not in node:
+      raise ValueError(f'recipe override {key!r}: no such setting')
+    node[last] = value
   return c
 
 
 def _train(stage, workdir: pathlib.Path, name: str, **kw) -> pathlib.Path:
   return runs.train(_stage_config(stage, **kw), workdir, name)
+
+
+def recipes_of(config) -> dict[str, dict]:
+  """{name: overrides} of the stage-2 recipe grid, e.g. `'optim.lr=5e-4;optim.layer_decay=0.7'`
+  -> {'optim.lr': 0.0005, 'optim.layer_decay': 0.7}; '' is the stage config as it is."""
+  out = {}
+  for spec in config.recipes:
+    overrides = {}
+    for pair in filter(None, (p.strip() for p in spec.split(';'))):
+      key, _, value = pair.partition('=')
+      try:
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError):
+        overrides[key.strip()] = value.strip()
+    # A folder name: 'base', or e.g. 'lr0.0005_layer_decay0.7' (punctuation dropped).
+    parts = [f'{k.rsplit(".", 1)[-1]}{v}' for k, v in overrides.items()]
+    name = '_'.join(re.sub(r'[^A-Za-z0-9._-]', '', p) for p in parts) or 'base'
+
+    out[name] = overrides
+  return out
+
+
+def _arm_dir(root: pathlib.Path, arm: str, recipe: str) -> pathlib.Path:
+  return root / (arm if recipe == 'base' else f'{arm}@{recipe}')
+
+
+def val_metric(model_dir, metric: str) -> float:
+  """The validation value of `metric` stored with a model folder (its selected step)."""
+  value = ckpt.read_meta(model_dir).get('info', {}).get('metrics', {}).get(metric)
+  return float('nan') if value is None else float(value)
 
 
 def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
@@ -66,23 +109,106 @@ def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
   return path
 
 
-def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict]:
-  """{(arm, seed): (final model folder, run work dir)} plus the stage-1 runs."""
+ARM_STAGES = {'single': 'single', 'two': 'stage2'}
+
+
+def choose_recipes(config, workdir: pathlib.Path, init, stage1: dict) -> tuple[dict, dict]:
+  """The stage-2 recipe of each arm, chosen on validation from the same grid.
+
+  Every recipe is trained for both arms on the first seed; each arm keeps the recipe
+  with the best validation `checkpoint.best_metric` (test data choose nothing), so
+  single- and two-stage get the same tuning effort.
+
+  Returns:
+    ({arm: recipe name}, {arm: {recipe: validation value}}).
+  """
+  recipes = recipes_of(config)
+  seed = seeds_of(config)[0]
+  chosen, grid = {}, {}
+  for arm, stage_name in ARM_STAGES.items():
+    stage = config[stage_name]
+    start = init if arm == 'single' else stage1[seed]
+    grid[arm] = {}
+    for name, overrides in recipes.items():
+      path = _train(
+        stage,
+        _arm_dir(workdir / f'seed{seed}', arm, name),
+        f'{arm}/{seed}/{name}',
+        seed=seed,
+        data_dir=config.data_dir,
+        init=start,
+        overrides=overrides,
+      )
+      grid[arm][name] = val_metric(path, stage.checkpoint.best_metric)
+    values = grid[arm]
+    chosen[arm] = max(values, key=lambda k: -np.inf if np.isnan(values[k]) else values[k])
+    if len(recipes) > 1:
+      log.info('%s: recipe %s chosen on validation (%s)', arm, chosen[arm], values)
+  return chosen, grid
+
+
+def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict, dict]:
+  """Trains every stage; returns (init, {(arm, seed): final model folder}, recipe info)."""
   init = initial_weights(config, workdir)
   models = {}
+  recipes = recipes_of(config)
+  kw = dict(data_dir=config.data_dir)
+  for seed in seeds_of(config):
+    models['stage1', seed] = _train(
+      config.stage1,
+      workdir / f'seed{seed}' / 'stage1',
+      f'stage1/{seed}',
+      seed=seed,
+      init=init,
+      **kw,
+    )
+  stage1 = {s: models['stage1', s] for s in seeds_of(config)}
+  chosen, grid = choose_recipes(config, workdir, init, stage1)
   for seed in seeds_of(config):
     d = workdir / f'seed{seed}'
-    kw = dict(seed=seed, data_dir=config.data_dir)
-    models['single', seed] = _train(config.single, d / 'single', f'single/{seed}', init=init, **kw)
-    s1 = _train(config.stage1, d / 'stage1', f'stage1/{seed}', init=init, **kw)
-    models['stage1', seed] = s1
-    models['two', seed] = _train(config.stage2, d / 'two', f'two/{seed}', init=s1, **kw)
+    for arm, stage_name in ARM_STAGES.items():
+      models[arm, seed] = _train(
+        config[stage_name],
+        _arm_dir(d, arm, chosen[arm]),
+        f'{arm}/{seed}',
+        seed=seed,
+        init=init if arm == 'single' else stage1[seed],
+        overrides=recipes[chosen[arm]],
+        **kw,
+      )
     if config.count_pretask:
-      c1 = _train(config.count, d / 'count_pretask', f'count-pretask/{seed}', init=init, **kw)
+      c1 = _train(
+        config.count, d / 'count_pretask', f'count-pretask/{seed}', seed=seed, init=init, **kw
+      )
       stage = ml_collections.ConfigDict(config.single.to_dict())
       stage.init_from.skip = ('ptm_head/.*',)  # keep the encoder and count head
-      models['count', seed] = _train(stage, d / 'count', f'count/{seed}', init=c1, **kw)
-  return init, models
+      models['count', seed] = _train(stage, d / 'count', f'count/{seed}', seed=seed, init=c1, **kw)
+  return init, models, {'chosen': chosen, 'grid': grid, 'recipes': recipes}
+
+
+def train_transfer(config, workdir: pathlib.Path, init, models: dict, chosen: dict) -> dict:
+  """The transfer curve's runs: both arms on nested subsets of YAAM training proteins
+  (whole homology clusters; `data.train_fraction`), each arm with its chosen recipe.
+  Returns {(arm, seed, fraction): model folder}; fraction 1.0 is the main runs."""
+  recipes = recipes_of(config)
+  out = {}
+  seeds = [int(x) for x in str(config.transfer.seeds).split(',') if x.strip()]
+  for fraction in config.transfer.fractions:
+    for seed in seeds:
+      for arm, stage_name in ARM_STAGES.items():
+        out[arm, seed, fraction] = _train(
+          config[stage_name],
+          workdir / 'transfer' / f'fraction{fraction:g}' / f'seed{seed}' / arm,
+          f'transfer/{fraction:g}/{arm}/{seed}',
+          seed=seed,
+          data_dir=config.data_dir,
+          init=models['stage1', seed] if arm == 'two' else init,
+          overrides={**recipes[chosen[arm]], 'data.train_fraction': float(fraction)},
+        )
+  for (arm, seed), path in models.items():
+    if arm in ARM_STAGES and (not seeds or seed in seeds):
+      out[arm, seed, 1.0] = path
+  return out
 
 
 # --- scoring -----------------------------------------------------------------------------
@@ -95,19 +221,78 @@ def _flat(exs):
   return report.Flat.from_examples([e['sequence'] for e in exs], [e['labels'] for e in exs])
 
 
+def data_digest(examples) -> str:
+  """sha256 of the proteins' ids, sequences and labels: a cache key for scores."""
+  h = hashlib.sha256()
+  for ex in examples:
+    h.update(sources.text(ex['id']).encode() + b'\0' + sources.text(ex['sequence']).encode())
+    h.update(np.ascontiguousarray(ex['labels'], np.int8).tobytes())
+  return h.hexdigest()
+
+
+def model_digest(path) -> str:
+  """The model folder's parameter digest (written at save), or one computed now."""
+  meta = ckpt.read_meta(path)
+  if meta.get('params_sha256'):
+    return meta['params_sha256']
+  model, _, _ = ckpt.load_model(path)
+  return ckpt.params_digest(nnx.state(model, nnx.Param).to_pure_dict())
+
+
 def score_models(config, workdir, models: dict, splits: dict) -> dict:
-  """{(arm, seed, split): [N, 16] probabilities}, cached in WORKDIR/scores."""
-  cache = workdir / 'scores'
+  """{(arm, seed, split): [N, 16] probabilities}, cached in WORKDIR/scores under the
+  model's parameter digest and the split's data digest: a retrained model or rebuilt
+  data is scored again, never served an old file."""
+  cache = pathlib.Path(workdir) / 'scores'
   cache.mkdir(exist_ok=True)
+  digests = {split: data_digest(exs)[:16] for split, exs in splits.items()}
   out = {}
-  for (arm, seed), path in models.items():
+  for key, path in models.items():
+    tag = '_'.join(str(k) for k in key)
+    weights = model_digest(path)[:16]
     for split, exs in splits.items():
-      f = cache / f'{arm}_seed{seed}_{split}.npy'
+      f = cache / f'{tag}_{split}_{weights}_{digests[split]}.npy'
       if not f.exists():
         model, tokenizer, _ = ckpt.load_model(path)
         _, scores = scoring.predict_flat(model, tokenizer, exs, max_len=config.single.data.max_len)
         np.save(f, scores.astype(np.float32))
-      out[arm, seed, split] = np.load(f)
+      out[(*key, split)] = np.load(f)
+  return out
+
+
+def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
+  """Stage 1 against its own baseline: the window regression fitted on ptmDB training
+  proteins (the same filtered set stage 1 trains on), scored on the stage-1 validation
+  proteins stage 1 was evaluated on. Stage 1 that does not beat it has learned less
+  than a motif model, and transfer from it means little. Cached in WORKDIR."""
+  metric = config.stage1.checkpoint.best_metric
+  channel = metric.split('/')[1]
+  path = workdir / 'stage1_baseline.json'
+  if path.exists():
+    base = json.loads(path.read_text())
+  else:
+    data = _stage_config(config.stage1, seed=0, data_dir=config.data_dir, init=None).data
+    train, _ = sources.training_examples(data)
+    info = json.loads((next(iter(stage1.values())).parent / 'run_info.json').read_text())
+    cand = Candidates.from_json(info['candidates'])
+    val = sources.examples(data, sources.main_spec(data, data.eval_split))
+    n = config.stage1.eval.max_proteins or len(val)
+    flat_val = _flat(val[:n])
+    model = baselines.WindowLogReg().fit(_flat(train), cand, [channel])
+    _, y, s = report.channel_targets(flat_val, model.predict(flat_val, cand), cand, channel)
+    base = {'metric': metric, 'window_logreg': metrics.auroc(y, s), 'proteins': n}
+    path.write_text(json.dumps(base, indent=2) + '\n')
+  per_seed = {int(seed): val_metric(p, metric) for seed, p in stage1.items()}
+  beats = all(v > base['window_logreg'] for v in per_seed.values())
+  out = {**base, 'stage1': per_seed, 'beats_baseline': beats}
+  if not beats:
+    msg = (
+      f'stage 1 {metric} {per_seed} does not beat the ptmDB window regression '
+      f'({base["window_logreg"]:.3f}) on every seed'
+    )
+    if config.stage1_gate == 'stop':
+      raise UsageError(msg + '; train stage 1 longer (stage1.optim.total_steps) and re-run')
+    log.warning('%s; the report says so', msg)
   return out
 
 
@@ -121,13 +306,19 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   (workdir / 'compare_config.json').write_text(config.to_json_best_effort(indent=2))
   # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
   earlier_s = runs.total_seconds(workdir)
-  init, models = train_arms(config, workdir)
+  init, models, recipe_info = train_arms(config, workdir)
+  seed_list = seeds_of(config)
+  seed0 = seed_list[0]
+  stage1 = {s: models['stage1', s] for s in seed_list}
+  gate = stage1_check(config, workdir, stage1) if config.stage1.data.name != 'synthetic' else None
+  transfer_models = {}
+  if config.transfer.fractions:
+    transfer_models = train_transfer(config, workdir, init, models, recipe_info['chosen'])
+  training_s = runs.total_seconds(workdir)
 
   val, test = _examples(config, 'validation'), _examples(config, config.report.split)
   flat_val, flat_test = _flat(val), _flat(test)
-  single_info = json.loads(
-    (models['single', seeds_of(config)[0]].parent / 'run_info.json').read_text()
-  )
+  single_info = json.loads((models['single', seed0].parent / 'run_info.json').read_text())
   candidates = Candidates.from_json(single_info['candidates'])
   mods = [ptm_types.PTM_NAMES[c] for c in ptm_types.MODIFICATION_CHANNELS]
   channels = [
@@ -144,18 +335,33 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   init_scores = score_models(config, workdir, {('init', 0): init}, {'test': test})[
     'init', 0, 'test'
   ]
+  calibrations = {
+    k: ckpt.read_meta(v).get('info', {}).get('calibration') or {} for k, v in arm_models.items()
+  }
 
-  # Baselines, fitted on YAAM train.
-  train_flat = _flat(_examples(config, 'train'))
-  ident = baselines.ResidueIdentity().fit(train_flat)
-  logreg = baselines.WindowLogReg().fit(train_flat, candidates, channels)
+  # Baselines, fitted on YAAM train (the single arm's training proteins).
+  train_flat = _flat(
+    sources.training_examples(_stage_config(config.single, seed=0, data_dir=config.data_dir,
+                                            init=None).data)[0]
+  )  # fmt: skip
+  fitted = {'identity': baselines.ResidueIdentity().fit(train_flat)}
+  for arm, features in (('composition', 'composition'), ('logreg', 'window'),
+                        ('window_composition', 'window+composition')):  # fmt: skip
+    fitted[arm] = baselines.WindowLogReg(features=features).fit(train_flat, candidates, channels)
   for split, flat in (('validation', flat_val), ('test', flat_test)):
-    scores['identity', 0, split] = ident.predict(flat)
-    scores['logreg', 0, split] = logreg.predict(flat, candidates)
+    for arm, model in fitted.items():
+      scores[arm, 0, split] = (
+        model.predict(flat) if arm == 'identity' else model.predict(flat, candidates)
+      )
 
-  results = compare_stats.compare(config, flat_val, flat_test, scores, candidates, channels, mods)
+  results = compare_stats.compare(
+    config, flat_val, flat_test, scores, candidates, channels, mods, calibrations
+  )
+  curve = None
+  if transfer_models:
+    t_scores = score_models(config, workdir, transfer_models, {'test': test})
+    curve = compare_stats.transfer_curve(config, flat_test, t_scores, candidates, channels, mods)
   k = config.report.pca_proteins
-  seed0 = seeds_of(config)[0]
   sep_models = {'initial encoder': init, 'after stage 1 (ptmDB)': models['stage1', seed0]}
   sep_models['after stage 2 (two-stage)'] = models['two', seed0]
   sep_models['single-stage'] = models['single', seed0]
@@ -167,36 +373,64 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   outdir.mkdir(exist_ok=True)
   run_dirs = {key: path.parent for key, path in models.items()}
   files = compare_report.plots(
-    outdir, flat_test, scores, candidates, mods, channels, run_dirs, separation, init_scores
-  )
+    outdir, flat_test, scores, candidates, mods, channels, run_dirs, separation, init_scores,
+    calibrations, curve,
+  )  # fmt: skip
 
   stage1_info = json.loads((models['stage1', seed0].parent / 'run_info.json').read_text())
+  single_data = single_info['data']
   info = {
     'git': provenance['git'],
     'machine': provenance['machine'],
-    'seeds': seeds_of(config),
+    'seeds': seed_list,
     'init': str(init),
     'test_proteins': len(test),
     'val_proteins': len(val),
     'candidates': candidates.to_json(),
     'homologs_removed': stage1_info['data'].get('homologs_removed'),
     'homologs_of': stage1_info['data'].get('homologs_of'),
+    'taxa_removed': stage1_info['data'].get('taxa_removed'),
+    'exclude_taxa': stage1_info['data'].get('exclude_taxa'),
+    'yaam_train_homologs_removed': single_data.get('homologs_removed'),
+    'yaam_train_proteins': single_data.get('proteins'),
     'target': sources.main_spec(config.single.data, config.report.split),
     'stage1_proteins_before': sum(stage1_info['data']['sources'].values()),
+    'stage1_check': gate,
+    'recipes': recipe_info,
+    'runs': run_summaries(models),
+    'loss_channels': single_info.get('channel_weights'),
   }
   wall = time.time() - t0 + earlier_s
-  compare_report.write_report(outdir, config, results, info, files, separation, command, wall)
+  compare_report.write_report(
+    outdir, config, results, info, files, separation, command, wall, training_s, curve
+  )
   payload = {
     'results': results,
+    'transfer_curve': curve,
     'info': info,
     'wall_s': wall,
-    'training_s': runs.total_seconds(workdir),
+    'training_s': training_s,
     'command': command,
     'provenance': provenance,
     'serine_probe_auroc': {k: v['probe_auroc'] for k, v in separation.items()},
   }
   (outdir / 'results.json').write_text(json.dumps(payload, indent=2) + '\n')
   return outdir / 'report.md'
+
+
+def run_summaries(models: dict) -> dict:
+  """Per run: the step its final model is from, the last step trained, whether patience
+  stopped it, and its training seconds."""
+  out = {}
+  for key, path in models.items():
+    info = ckpt.read_meta(path).get('info', {})
+    out['/'.join(map(str, key))] = {
+      'step': info.get('step'),
+      'last_step': info.get('last_step', info.get('step')),
+      'stopped_early': info.get('stopped_early', False),
+      'seconds': runs.read_timing(path.parent)['seconds'],
+    }
+  return out
 
 
 # --- entry points ------------------------------------------------------------------------

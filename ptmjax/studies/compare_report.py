@@ -7,11 +7,15 @@ import json
 
 import numpy as np
 
+from ptmjax.evaluation import calibration as calib
 from ptmjax.evaluation import metrics
-from ptmjax.studies.compare_stats import ARM_LABELS, targets, verdict
+from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, targets, verdict
 
 
-def plots(outdir, flat_test, scores, candidates, mods, channels, runs, separation, init_scores):
+def plots(
+  outdir, flat_test, scores, candidates, mods, channels, runs, separation, init_scores,
+  calibrations=None, curve=None,
+):  # fmt: skip
   import matplotlib
 
   matplotlib.use('Agg')
@@ -89,6 +93,42 @@ def plots(outdir, flat_test, scores, candidates, mods, channels, runs, separatio
     ax.legend(fontsize=7)
   fig.tight_layout()
   files['learning_curves'] = _save(fig, outdir / 'learning_curves.png')
+  if calibrations:
+    fig, axes = plt.subplots(1, len(channels), figsize=(4.2 * len(channels), 4), squeeze=False)
+    for ax, name in zip(axes[0], channels, strict=True):
+      for arm in ('single', 'two'):
+        if (arm, min_seed(scores, arm), 'test') not in scores:
+          continue
+        seed = min_seed(scores, arm)
+        _, y, s = targets(flat_test, scores[arm, seed, 'test'], candidates, name, mods)
+        pred, obs, _ = calib.reliability(y, s)
+        ax.plot(pred, obs, 'o-', ms=3, label=f'{ARM_LABELS[arm]}, raw')
+        ab = calibrations.get((arm, seed), {}).get(name)
+        if ab:
+          pred, obs, _ = calib.reliability(y, calib.apply_platt(s, *ab))
+          ax.plot(pred, obs, 's--', ms=3, label=f'{ARM_LABELS[arm]}, calibrated')
+      ax.plot([0, 1], [0, 1], 'k:', lw=0.8)
+      ax.set(title=f'{name}: reliability (test)', xlabel='predicted', ylabel='observed rate')
+      ax.legend(fontsize=6)
+    fig.tight_layout()
+    files['reliability'] = _save(fig, outdir / 'reliability.png')
+
+  if curve:
+    fig, axes = plt.subplots(1, len(curve), figsize=(4.2 * len(curve), 3.8), squeeze=False)
+    for ax, (name, by_fraction) in zip(axes[0], curve.items(), strict=True):
+      xs = [float(f) for f in by_fraction]
+      for arm, color in (('single', 'C2'), ('two', 'C3')):
+        ys = [r[arm]['auroc'] for r in by_fraction.values()]
+        lo = [r[arm]['ci'][0] for r in by_fraction.values()]
+        hi = [r[arm]['ci'][1] for r in by_fraction.values()]
+        ax.plot(xs, ys, 'o-', color=color, label=ARM_LABELS[arm])
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
+      ax.set(xscale='log', title=f'{name}', xlabel='share of YAAM training proteins',
+             ylabel='test AUROC')  # fmt: skip
+      ax.set_xticks(xs, [f'{x:.0%}' for x in xs])
+      ax.legend(fontsize=7)
+    fig.tight_layout()
+    files['transfer_curve'] = _save(fig, outdir / 'transfer_curve.png')
   plt.close('all')
   return files
 
@@ -109,42 +149,64 @@ def _fmt(x, ci=None, signed=False):
   return s
 
 
-def write_report(outdir, config, results, info, files, separation, command, wall_s):
+def _diff_line(d, key='auroc'):
+  return _fmt(d[key], d[f'{key}_ci'], True)
+
+
+def write_report(outdir, config, results, info, files, separation, command, wall_s, training_s,
+                 curve=None):  # fmt: skip
   lines = [f'# Single-stage vs two-stage PTM prediction ({config.size})', '']
-  main = [c for c in results if c != 'any']
-  # Plain-language summary first.
+  seeds = len(info['seeds'])
+  ci_words = (
+    f'95 % interval resampling test proteins and the {seeds} trained seeds together'
+    if seeds > 1
+    else '95 % interval over test proteins only (one trained seed: the seed-to-seed spread is '
+    'not measured)'
+  )
+  # Plain-language summary first: every verdict follows its interval.
   summary = []
-  for name in [*main, 'any']:
-    d = results[name]['differences'].get('two-single')
-    if d is None:
+  for name, row in results.items():
+    pooled = row['views'].get('pooled')
+    if not pooled or 'two-single' not in pooled['differences']:
       continue
-    a = results[name]['arms']
-    summary.append(
+    d, a = pooled['differences']['two-single'], pooled['arms']
+    best = max((m for m in MODELS if m in a), key=lambda m: a[m]['auroc'])
+    vs = pooled['differences'].get(f'{best}-logreg')
+    text = (
       f'- **{name}**: {verdict(d)} — AUROC {a["two"]["auroc"]:.3f} two-stage vs '
-      f'{a["single"]["auroc"]:.3f} single-stage, difference {_fmt(d["auroc"], d["auroc_ci"], True)} '
-      f'(95 % bootstrap interval over test proteins; two-stage ahead in '
-      f'{100 * d["auroc_share_better"]:.0f} % of resamples). Baselines: residue identity '
-      f'{a["identity"]["auroc"]:.3f}, window logistic regression {a["logreg"]["auroc"]:.3f}.'
+      f'{a["single"]["auroc"]:.3f} single-stage, difference {_diff_line(d)} (two-stage ahead '
+      f'in {100 * d["auroc_share_better"]:.0f} % of resamples).'
     )
-  lines += ['## Summary', '', *summary, '']
-  if any('count-single' in results[n]['differences'] for n in results):
-    d = results[main[0]]['differences']['count-single']
+    if vs:
+      text += (
+        f' Best arm ({ARM_LABELS[best]}) minus the window regression '
+        f'({a["logreg"]["auroc"]:.3f}): {_diff_line(vs)}, '
+        f'{verdict(vs, "the model beats it", "the regression is better")}.'
+      )
+    summary.append(text)
+  lines += ['## Summary', '', f'Intervals: {ci_words}.', '', *summary, '']
+  gate = info.get('stage1_check')
+  if gate:
+    s1 = ', '.join(f'{v:.3f}' for v in gate['stage1'].values())
     lines += [
-      f"The blog's count pre-task (per-protein PTM counts first): {main[0]} AUROC difference "
-      f'to single-stage {_fmt(d["auroc"], d["auroc_ci"], True)}.',
+      f'Stage 1 on ptmDB validation ({gate["proteins"]} proteins, `{gate["metric"]}`): '
+      f'{s1} per seed, against {gate["window_logreg"]:.3f} for a window regression fitted on '
+      f'the same stage-1 training proteins — '
+      + ('stage 1 beats it on every seed.' if gate['beats_baseline'] else
+         '**stage 1 does not beat it on every seed**: transfer from it is transfer from a '
+         'model weaker than a motif regression.'),
       '',
-    ]
+    ]  # fmt: skip
   lines += [
     '## Set-up',
     '',
     f'- Command: `{command}`',
     f'- Git revision: `{info["git"]}`; wall time {wall_s / 60:.1f} min (all stages and this '
-    f'report); machine: {info["machine"]}',
+    f'report), of which training {training_s / 60:.1f} min; machine: {info["machine"]}',
     f'- Seeds: {info["seeds"]}; every arm starts from the same weights ({info["init"]}).',
     f'- Evaluation: `{info["target"]}` (the stage-2 dataset), {info["test_proteins"]} proteins; '
     f'thresholds for F1/MCC chosen on validation ({info["val_proteins"]} proteins). '
-    f'Intervals: {config.report.bootstrap} bootstrap resamples of test proteins, '
-    f'paired across arms, seed-averaged.',
+    f'Intervals: {config.report.bootstrap} resamples; {ci_words}; paired across arms.',
     (
       f'- Stage 1 homology filter: {info["homologs_removed"]} of '
       f'{info["stage1_proteins_before"]} stage-1 training proteins removed as homologous to '
@@ -152,29 +214,112 @@ def write_report(outdir, config, results, info, files, separation, command, wall
       if info['homologs_removed'] is not None
       else '- Stage 1 homology filter: not applied (synthetic sequences are drawn independently).'
     ),
+  ]
+  if info.get('taxa_removed') is not None:
+    lines.append(
+      f'- ptmDB proteins of taxa {info["exclude_taxa"]} (S. cerevisiae) dropped from stage 1: '
+      f'{info["taxa_removed"]} (their labels contradict YAAM on shared proteins).'
+    )
+  if info.get('yaam_train_homologs_removed') is not None:
+    lines.append(
+      f'- YAAM training proteins homologous to a validation or test protein (all against '
+      f'all, same thresholds) removed from supervised training: '
+      f'{info["yaam_train_homologs_removed"]} (left: {info["yaam_train_proteins"]}).'
+    )
+  main = [c for c in results if ':' not in c and c != 'any']
+  lines += [
     f'- Candidates: {json.dumps({c: info["candidates"].get(c, "all") for c in main})}.',
+    f'- Loss weights per channel: {json.dumps(info.get("loss_channels"))} (other channels '
+    'are not trained).',
+  ]
+  recipes = info.get('recipes') or {}
+  if len(recipes.get('recipes', {})) > 1:
+    lines += ['', '### Stage-2 recipe, chosen on validation per arm (first seed)', '']
+    lines += ['| arm | ' + ' | '.join(recipes['recipes']) + ' | chosen |']
+    lines += ['|---|' + '---|' * (len(recipes['recipes']) + 1)]
+    for arm, values in recipes['grid'].items():
+      cells = ' | '.join(f'{values[r]:.3f}' for r in recipes['recipes'])
+      lines.append(f'| {ARM_LABELS[arm]} | {cells} | {recipes["chosen"][arm]} |')
+    lines += ['', 'Recipes: ' + '; '.join(
+      f'`{k}` = {json.dumps(v)}' for k, v in recipes['recipes'].items()) + '.']  # fmt: skip
+  for view, title in (
+    ('pooled', 'Results on candidate residues (pooled over test proteins)'),
+    ('within', 'Within studied proteins (only test proteins with at least one site of the row)'),
+  ):
+    lines += ['', f'## {title}', '']
+    header = '| row | arm | AUROC [95 % CI] | AUPRC [95 % CI] |'
+    if view == 'pooled':
+      header += ' F1 @ val thr. | MCC @ val thr. |'
+    lines += [header, '|---|---|---|---|' + ('---|---|' if view == 'pooled' else '')]
+    for name, row in results.items():
+      v = row['views'].get(view)
+      if not v:
+        continue
+      label = 'any PTM (all residues)' if name == 'any' else name
+      label += f' ({v["sites"]} sites / {v["residues"]}, {v["proteins"]} proteins)'
+      for arm, r in v['arms'].items():
+        cells = f'| {label} | {ARM_LABELS[arm]} | {_fmt(r["auroc"], r["auroc_ci"])} | ' + (
+          f'{_fmt(r["auprc"], r["auprc_ci"])} |'
+        )
+        if view == 'pooled':
+          cells += f' {r["f1_at_val_threshold"]:.3f} | {r["mcc_at_val_threshold"]:.3f} |'
+        lines.append(cells)
+  lines += ['', '## Paired differences', '']
+  lines += [
+    f'AUROC intervals resample seeds and proteins ({ci_words}); the protein-only interval '
+    '(seeds fixed and averaged, as reported before) is beside it.',
     '',
-    '## Results on candidate residues',
-    '',
-    '| channel | arm | AUROC [95 % CI] | AUPRC [95 % CI] | F1 @ val thr. | MCC @ val thr. |',
-    '|---|---|---|---|---|---|',
+    '| row | view | difference | AUROC [95 % CI] | AUROC, proteins only | AUPRC [95 % CI] | '
+    'resamples > 0 |',
+    '|---|---|---|---|---|---|---|',
   ]
   for name, row in results.items():
-    label = name if name != 'any' else 'any PTM (all residues)'
-    for arm, r in row['arms'].items():
+    for view, v in row['views'].items():
+      for k, d in v['differences'].items():
+        lo, hi = d['auroc_ci_proteins_only']
+        lines.append(
+          f'| {name} | {view} | {k} | {_diff_line(d)} | [{lo:+.3f}, {hi:+.3f}] | '
+          f'{_diff_line(d, "auprc")} | {100 * d["auroc_share_better"]:.0f} % |'
+        )
+  cal_rows = [(n, r['calibration']) for n, r in results.items() if r.get('calibration')]
+  if cal_rows:
+    lines += ['', '## Calibration (test, candidate residues)', '']
+    lines += [
+      'Expected calibration error (15 bins), raw and with the Platt map each model stores '
+      '(fitted on validation at the end of training; `ptmjax predict --calibrated`). '
+      'Mean over seeds.',
+      '',
+      '| channel | arm | ECE raw | ECE calibrated |',
+      '|---|---|---|---|',
+    ]
+    for name, cal in cal_rows:
+      for arm, c in cal.items():
+        if arm in MODELS:
+          after = f'{c["ece_calibrated"]:.4f}' if 'ece_calibrated' in c else 'n/a'
+          lines.append(f'| {name} | {ARM_LABELS[arm]} | {c["ece"]:.4f} | {after} |')
+  if curve:
+    lines += ['', '## Transfer curve: test AUROC against the share of YAAM training proteins', '']
+    lines += [
+      'Nested subsets of whole homology clusters; each arm with its chosen recipe; '
+      "intervals over the curve's seeds and test proteins.",
+      '',
+      '| channel | YAAM train share | single-stage | two-stage | two - single | seeds |',
+      '|---|---|---|---|---|---|',
+    ]
+    for name, by_fraction in curve.items():
+      for fraction, r in by_fraction.items():
+        d = r['two-single']
+        lines.append(
+          f'| {name} | {float(fraction):.0%} | {_fmt(r["single"]["auroc"], r["single"]["ci"])} | '
+          f'{_fmt(r["two"]["auroc"], r["two"]["ci"])} | {_diff_line(d)} | {len(r["seeds"])} |'
+        )
+  if info.get('runs'):
+    lines += ['', '## Runs', '', '| run | final model from step | last step | '
+              'stopped by patience | training s |', '|---|---|---|---|---|']  # fmt: skip
+    for key, r in info['runs'].items():
       lines.append(
-        f'| {label} ({row["test_sites"]} sites / {row["test_residues"]}) | {ARM_LABELS[arm]} | '
-        f'{_fmt(r["auroc"], r["auroc_ci"])} | {_fmt(r["auprc"], r["auprc_ci"])} | '
-        f'{r["f1_at_val_threshold"]:.3f} | {r["mcc_at_val_threshold"]:.3f} |'
-      )
-  lines += ['', '### Paired differences (seed-averaged)', '']
-  lines += ['| channel | difference | AUROC [95 % CI] | AUPRC [95 % CI] | resamples better |']
-  lines += ['|---|---|---|---|---|']
-  for name, row in results.items():
-    for k, d in row['differences'].items():
-      lines.append(
-        f'| {name} | {k} | {_fmt(d["auroc"], d["auroc_ci"], True)} | '
-        f'{_fmt(d["auprc"], d["auprc_ci"], True)} | {100 * d["auroc_share_better"]:.0f} % |'
+        f'| {key} | {r["step"]} | {r["last_step"]} | {"yes" if r["stopped_early"] else "no"} | '
+        f'{r["seconds"]:.0f} |'
       )
   if separation:
     lines += ['', '## Serine embeddings', '']

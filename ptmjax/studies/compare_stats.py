@@ -1,5 +1,6 @@
-"""The stage comparison's statistics: per-arm metrics with bootstrap intervals over test
-proteins, paired differences between arms, the serine-embedding probe.
+"""The stage comparison's statistics: per-arm metrics with intervals over seeds and test
+proteins, paired differences between arms and against baselines, calibration, the
+serine-embedding probe.
 
 Inputs are flat over residues (`ptmjax.evaluation.report.Flat`) and scores per
 (arm, seed, split); `compare_report` turns the results into markdown and plots.
@@ -13,72 +14,222 @@ from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data import ptm_types
 from ptmjax.evaluation import bootstrap, metrics, report
+from ptmjax.evaluation import calibration as calib
 
 ARM_LABELS = {
   'identity': 'residue identity',
+  'composition': 'protein composition + length (logistic regression)',
   'logreg': 'logistic regression, one-hot +/-15',
+  'window_composition': 'logistic regression, window +/-15 + composition',
   'single': 'single-stage (YAAM only)',
   'two': 'two-stage (ptmDB, then YAAM)',
   'count': 'count pre-task, then YAAM',
 }
+BASELINES = ('identity', 'composition', 'logreg', 'window_composition')
+MODELS = ('single', 'two', 'count')
+# Model-minus-baseline differences reported for every model arm.
+AGAINST = ('logreg', 'window_composition', 'composition')
 
 
-def targets(flat, scores, candidates, name, mods):
-  if name == 'any':
-    return report.any_targets(flat, scores, candidates, mods)
-  return report.channel_targets(flat, scores, candidates, name)
+def target_names(channels) -> list[str]:
+  """The rows of the tables: each channel, phosphorylation split into S/T and Y (S/T
+  first: most sites, and the classic kinase motifs), then 'any'."""
+  out = []
+  for c in channels:
+    out.append(c)
+    if c == 'phosphorylation':
+      out += ['phosphorylation:ST', 'phosphorylation:Y']
+  return [*out, 'any']
 
 
-def compare(config, flat_val, flat_test, scores, candidates, channels, mods) -> dict:
-  """Point metrics, bootstrap intervals and paired differences per channel and arm."""
+def targets(flat, scores, candidates, name, mods, within: bool = False):
+  """(keep, y, s) for a table row. 'CHANNEL:LETTERS' keeps those residues of the channel;
+  `within` keeps only proteins with at least one site of the row (ranking residues
+  inside studied proteins, not ranking proteins by whether they were studied)."""
+  channel, _, letters = name.partition(':')
+  if channel == 'any':
+    keep, y, s = report.any_targets(flat, scores, candidates, mods)
+  else:
+    keep, y, s = report.channel_targets(flat, scores, candidates, channel)
+  if letters:
+    sub = np.isin(flat.residues[keep], list(letters))
+    keep = keep.copy()
+    keep[keep] = sub
+    y, s = y[sub], s[sub]
+  if within:
+    protein = np.searchsorted(flat.offsets, np.flatnonzero(keep), 'right') - 1
+    sited = np.zeros(len(flat.offsets) - 1, bool)
+    sited[protein[y]] = True
+    sub = sited[protein]
+    keep = keep.copy()
+    keep[keep] = sub
+    y, s = y[sub], s[sub]
+  return keep, y, s
+
+
+def _ci_summary(point, boot):
+  """point estimate, 95 % interval and share of resamples > 0 of a bootstrap array."""
+  return {
+    'value': float(point),
+    'ci': bootstrap.interval(boot),
+    'share_above_zero': float(np.mean(np.asarray(boot)[np.isfinite(boot)] > 0)),
+  }
+
+
+def compare(config, flat_val, flat_test, scores, candidates, channels, mods, calibrations=None):
+  """Metrics, intervals and paired differences per table row, view and arm.
+
+  Intervals resample test proteins and trained seeds together (`bootstrap.hierarchical`):
+  a difference between arms counts the seed-to-seed spread of training as well as
+  which proteins happened to be in the test split. Every arm is scored on the same
+  resamples, so differences are paired. The protein-only interval (seeds fixed and
+  averaged, as earlier versions reported) is kept beside it for comparison.
+
+  Args:
+    scores: {(arm, seed, split): [N, 16] probabilities}; baselines have one seed.
+    calibrations: {(arm, seed): {channel: [a, b]}} stored with each model (optional).
+
+  Returns:
+    {row: {'test_sites', 'test_residues', 'views': {'pooled'|'within': {...}},
+           'calibration': {...}}}; the pooled view holds 'arms' and 'differences'.
+  """
   arms = sorted({a for a, _, _ in scores}, key=list(ARM_LABELS).index)
   seeds = {a: sorted({s for b, s, _ in scores if b == a}) for a in arms}
-  counts = bootstrap.resamples(len(flat_test.offsets) - 1, config.report.bootstrap)
+  n_boot = config.report.bootstrap
+  counts = bootstrap.resamples(len(flat_test.offsets) - 1, n_boot)
+  max_seeds = max(len(v) for v in seeds.values())
+  seed_draws = bootstrap.seed_resamples(max_seeds, n_boot)
   group_of = np.searchsorted(flat_test.offsets, np.arange(len(flat_test.residues)), 'right') - 1
+  first = (arms[0], seeds[arms[0]][0])
   results = {}
-  for name in [*channels, 'any']:
-    keep, y, _ = targets(
-      flat_test, scores[arms[0], seeds[arms[0]][0], 'test'], candidates, name, mods
-    )
-    row = {'test_sites': int(y.sum()), 'test_residues': int(len(y)), 'arms': {}}
-    boot = {}
-    for arm in arms:
-      per_seed, boots, thr_metrics = [], [], []
-      for seed in seeds[arm]:
-        _, y_t, s_t = targets(flat_test, scores[arm, seed, 'test'], candidates, name, mods)
-        _, y_v, s_v = targets(flat_val, scores[arm, seed, 'validation'], candidates, name, mods)
-        threshold = metrics.best_f1_threshold(y_v, s_v)[0]
-        r = metrics.binary_report(y_t, s_t, threshold)
-        per_seed.append((r['auroc'], r['auprc']))
-        thr_metrics.append((r['f1'], r['mcc']))
-        ranked = bootstrap.Ranked(y_t, s_t, group_of[keep])
-        boots.append([ranked.scores(c) for c in counts])
-      boot[arm] = np.mean(boots, 0)  # [B, 2]: seed-averaged per resample
-      per_seed = np.array(per_seed)
-      row['arms'][arm] = {
-        'auroc': float(per_seed[:, 0].mean()),
-        'auprc': float(per_seed[:, 1].mean()),
-        'auroc_ci': bootstrap.interval(boot[arm][:, 0]),
-        'auprc_ci': bootstrap.interval(boot[arm][:, 1]),
-        'auroc_seed_sd': float(per_seed[:, 0].std()),
-        'auroc_per_seed': per_seed[:, 0].tolist(),
-        'f1_at_val_threshold': float(np.mean([m[0] for m in thr_metrics])),
-        'mcc_at_val_threshold': float(np.mean([m[1] for m in thr_metrics])),
+  for name in target_names(channels):
+    keep, y, _ = targets(flat_test, scores[(*first, 'test')], candidates, name, mods)
+    if y.sum() == 0 or (~y).sum() == 0:
+      continue
+    row = {'test_sites': int(y.sum()), 'test_residues': int(len(y)), 'views': {}}
+    for view in ('pooled', 'within'):
+      within = view == 'within'
+      keep, y, _ = targets(flat_test, scores[(*first, 'test')], candidates, name, mods, within)
+      if y.sum() == 0 or (~y).sum() == 0:
+        continue
+      out = {
+        'sites': int(y.sum()),
+        'residues': int(len(y)),
+        'proteins': int(len(np.unique(group_of[keep]))),
+        'arms': {},
+        'differences': {},
       }
-    row['differences'] = {}
-    for arm in ('two', 'count'):
-      if arm in boot and 'single' in boot:
-        d = boot[arm] - boot['single']
-        row['differences'][f'{arm}-single'] = {
-          'auroc': row['arms'][arm]['auroc'] - row['arms']['single']['auroc'],
-          'auprc': row['arms'][arm]['auprc'] - row['arms']['single']['auprc'],
-          'auroc_ci': bootstrap.interval(d[:, 0]),
-          'auprc_ci': bootstrap.interval(d[:, 1]),
-          'auroc_share_better': float(np.mean(d[:, 0] > 0)),
-          'auprc_share_better': float(np.mean(d[:, 1] > 0)),
+      hier, prot = {}, {}
+      for arm in arms:
+        per_seed, boots, thr = [], [], []
+        for seed in seeds[arm]:
+          k_t, y_t, s_t = targets(
+            flat_test, scores[arm, seed, 'test'], candidates, name, mods, within
+          )
+          t = None
+          if not within:  # F1 / MCC at the threshold chosen on validation
+            _, y_v, s_v = targets(flat_val, scores[arm, seed, 'validation'], candidates, name, mods)
+            t = metrics.best_f1_threshold(y_v, s_v)[0]
+          r = metrics.binary_report(y_t, s_t, t)
+          if not within:
+            thr.append((r['f1'], r['mcc']))
+          per_seed.append((r['auroc'], r['auprc']))
+          ranked = bootstrap.Ranked(y_t, s_t, group_of[k_t])
+          boots.append([ranked.scores(c) for c in counts])
+        boots = np.asarray(boots)  # [S, B, 2]
+        hier[arm] = bootstrap.hierarchical(boots, seed_draws)
+        prot[arm] = boots.mean(0)
+        per_seed = np.asarray(per_seed)
+        a = {
+          'auroc': float(per_seed[:, 0].mean()),
+          'auprc': float(per_seed[:, 1].mean()),
+          'auroc_ci': bootstrap.interval(hier[arm][:, 0]),
+          'auprc_ci': bootstrap.interval(hier[arm][:, 1]),
+          'auroc_per_seed': per_seed[:, 0].tolist(),
+          'auprc_per_seed': per_seed[:, 1].tolist(),
+          'auroc_seed_sd': float(per_seed[:, 0].std(ddof=1)) if len(per_seed) > 1 else 0.0,
+          'seeds': len(per_seed),
         }
+        if thr:
+          a['f1_at_val_threshold'] = float(np.mean([m[0] for m in thr]))
+          a['mcc_at_val_threshold'] = float(np.mean([m[1] for m in thr]))
+        out['arms'][arm] = a
+      pairs = [('two', 'single'), ('count', 'single')]
+      pairs += [(m, b) for m in MODELS for b in AGAINST]
+      for arm, ref in pairs:
+        if arm not in hier or ref not in hier:
+          continue
+        d_h, d_p = hier[arm] - hier[ref], prot[arm] - prot[ref]
+        out['differences'][f'{arm}-{ref}'] = {
+          'auroc': out['arms'][arm]['auroc'] - out['arms'][ref]['auroc'],
+          'auprc': out['arms'][arm]['auprc'] - out['arms'][ref]['auprc'],
+          'auroc_ci': bootstrap.interval(d_h[:, 0]),
+          'auprc_ci': bootstrap.interval(d_h[:, 1]),
+          'auroc_ci_proteins_only': bootstrap.interval(d_p[:, 0]),
+          'auroc_share_better': float(np.mean(d_h[:, 0] > 0)),
+          'auprc_share_better': float(np.mean(d_h[:, 1] > 0)),
+        }
+      row['views'][view] = out
+    if ':' not in name and name != 'any':
+      row['calibration'] = _calibration(
+        flat_test, scores, candidates, name, mods, arms, seeds, calibrations or {}
+      )
     results[name] = row
   return results
+
+
+def _calibration(flat_test, scores, candidates, name, mods, arms, seeds, calibrations):
+  """Expected calibration error on test per model arm: raw, and with the Platt map stored
+  with each model (fitted on validation by the trainer); mean over seeds."""
+  out = {}
+  for arm in arms:
+    raw, cal = [], []
+    for seed in seeds[arm]:
+      _, y, s = targets(flat_test, scores[arm, seed, 'test'], candidates, name, mods)
+      raw.append(calib.ece(y, s))
+      ab = calibrations.get((arm, seed), {}).get(name)
+      if ab:
+        cal.append(calib.ece(y, calib.apply_platt(s, *ab)))
+    out[arm] = {'ece': float(np.mean(raw))}
+    if cal:
+      out[arm]['ece_calibrated'] = float(np.mean(cal))
+  return out
+
+
+def transfer_curve(config, flat_test, scores, candidates, channels, mods) -> dict:
+  """{channel: {fraction: {arm: AUROC + interval, 'two-single': difference}}}, intervals
+  over the curve's seeds and test proteins (as the main table)."""
+  fractions = sorted({k[2] for k in scores})
+  counts = bootstrap.resamples(len(flat_test.offsets) - 1, config.report.bootstrap)
+  group_of = np.searchsorted(flat_test.offsets, np.arange(len(flat_test.residues)), 'right') - 1
+  out = {}
+  for name in channels:
+    out[name] = {}
+    for fraction in fractions:
+      seeds = sorted({k[1] for k in scores if k[2] == fraction})
+      draws = bootstrap.seed_resamples(len(seeds), config.report.bootstrap)
+      hier, point = {}, {}
+      for arm in ('single', 'two'):
+        boots, per_seed = [], []
+        for seed in seeds:
+          keep, y, s = targets(
+            flat_test, scores[arm, seed, fraction, 'test'], candidates, name, mods
+          )
+          per_seed.append(metrics.auroc(y, s))
+          boots.append([bootstrap.Ranked(y, s, group_of[keep]).scores(c)[0] for c in counts])
+        hier[arm] = bootstrap.hierarchical(np.asarray(boots), draws)
+        point[arm] = float(np.mean(per_seed))
+      d = hier['two'] - hier['single']
+      out[name][str(fraction)] = {
+        **{arm: {'auroc': point[arm], 'ci': bootstrap.interval(hier[arm])} for arm in hier},
+        'two-single': {
+          'auroc': point['two'] - point['single'],
+          'auroc_ci': bootstrap.interval(d),
+          'auroc_share_better': float(np.mean(d > 0)),
+        },
+        'seeds': seeds,
+      }
+  return out
 
 
 def serine_separation(models: dict, val_exs, test_exs, max_len) -> dict:
@@ -116,10 +267,11 @@ def serine_separation(models: dict, val_exs, test_exs, max_len) -> dict:
   return out
 
 
-def verdict(diff) -> str:
+def verdict(diff, better='two-stage is better', worse='two-stage is worse') -> str:
+  """The words follow the interval (seeds and proteins resampled), nothing else."""
   lo, hi = diff['auroc_ci']
   if lo > 0:
-    return 'two-stage is better'
+    return better
   if hi < 0:
-    return 'two-stage is worse'
+    return worse
   return 'no clear difference'
