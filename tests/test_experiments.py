@@ -12,6 +12,7 @@ from conftest import REPO
 
 from ptmjax import checkpoint, cli, predict
 from ptmjax.data import ptm_types, synthetic
+from ptmjax.studies.compare_stats import BASELINES
 
 
 def _shrink(stage, steps=4):
@@ -36,6 +37,7 @@ def quickstart_dir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # every stage compiles a ProteinBERT; test_proteinbert trains one end to end
 def test_quickstart_with_proteinbert(tmp_path):
   """`ptmjax quickstart --family proteinbert`: every stage trains a ProteinBERT encoder."""
   overrides = ['--config.seeds=0', '--config.report.bootstrap=20']
@@ -46,9 +48,8 @@ def test_quickstart_with_proteinbert(tmp_path):
   meta = checkpoint.read_meta(tmp_path / 'final')
   assert meta['model']['family'] == 'proteinbert' and meta['tokenizer']['unk'] == '<OTHER>'
   results = json.loads((tmp_path / 'report' / 'results.json').read_text())
-  assert set(results['results']['phosphorylation']['arms']) == {
-    'identity',
-    'logreg',
+  assert set(results['results']['phosphorylation']['views']['pooled']['arms']) == {
+    *BASELINES,
     'single',
     'two',
   }
@@ -60,10 +61,16 @@ def test_quickstart_leaves_report_and_final_model(quickstart_dir):
   for png in ('roc_pr.png', 'probability_histograms.png', 'serine_pca.png', 'learning_curves.png'):
     assert (quickstart_dir / 'report' / png).stat().st_size > 10_000
   results = json.loads((quickstart_dir / 'report' / 'results.json').read_text())
-  phos = results['results']['phosphorylation']
-  assert set(phos['arms']) == {'identity', 'logreg', 'single', 'two'}
+  phos = results['results']['phosphorylation']['views']['pooled']
+  assert set(phos['arms']) == {*BASELINES, 'single', 'two'}
   lo, hi = phos['arms']['two']['auroc_ci']
   assert lo <= phos['arms']['two']['auroc'] <= hi
+  # Every model arm against every baseline it is reported with, paired.
+  assert {'two-single', 'single-logreg', 'two-window_composition'} <= set(phos['differences'])
+  assert (
+    'phosphorylation:ST' in results['results']
+    and 'calibration' in results['results']['phosphorylation']
+  )
   meta = checkpoint.read_meta(quickstart_dir / 'final')
   assert meta['info']['candidates']['phosphorylation'] == 'STY'
   assert set(meta['info']['thresholds']) >= {'phosphorylation', 'acetylation'}
@@ -120,6 +127,7 @@ def test_predict_bad_fasta_names_the_record(quickstart_dir, tmp_path):
   assert f"{fasta}:3: record 'broken'" in proc.stderr and 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow  # ~4 min: every stage, four baselines and the stage-1 check on real data
 def test_compare_tiny_on_real_data(real_tfds, tmp_path):
   """compare.py:tiny runs every stage config (pretrain, ptmdb, yaam, count pre-task) for a
   few steps on the real builds and writes the report, with the homology filter counted."""
@@ -131,11 +139,10 @@ def test_compare_tiny_on_real_data(real_tfds, tmp_path):
   )  # fmt: skip
   results = json.loads((tmp_path / 'report' / 'results.json').read_text())
   assert results['info']['homologs_removed'] == 398
-  assert set(results['results']['phosphorylation']['arms']) == {
-    'identity', 'logreg', 'single', 'two', 'count'
-  }  # fmt: skip
+  pooled = results['results']['phosphorylation']['views']['pooled']
+  assert set(pooled['arms']) == {*BASELINES, 'single', 'two', 'count'}
   # The identity baseline's number is fixed by the data: S/T/Y rates from YAAM train.
-  assert 0.6 < results['results']['phosphorylation']['arms']['identity']['auroc'] < 0.7
+  assert 0.6 < pooled['arms']['identity']['auroc'] < 0.7
   stage0 = json.loads((tmp_path / 'stage0' / 'run_info.json').read_text())
   assert stage0['data']['sources'] == {'yaam:train+unlabeled': 3890 + 1121, 'ptmdb/all:train': 7400}
   assert 'mlm_loss' in (tmp_path / 'stage0' / 'metrics.jsonl').read_text()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ptmjax import checkpoint as ckpt
+from ptmjax import configs
 from ptmjax.configs import synthetic
 from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import synthetic as synth
@@ -180,7 +181,10 @@ def test_calibration_is_stored_and_applied_by_predict(best_run, tmp_path):
   # A model without stored calibration: a clear refusal, not raw numbers under a new name.
   model = create_model(ModelConfig(num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32), seed=0)
   ckpt.save_model(
-    tmp_path / 'old', model, tok.TOKENIZERS['esm'](), {'channels': ['phosphorylation'], 'candidates': {}}
+    tmp_path / 'old',
+    model,
+    tok.TOKENIZERS['esm'](),
+    {'channels': ['phosphorylation'], 'candidates': {}},
   )
   with pytest.raises(UsageError, match='no calibration stored'):
     predict.Predictor(tmp_path / 'old', calibrated=True)
@@ -189,7 +193,7 @@ def test_calibration_is_stored_and_applied_by_predict(best_run, tmp_path):
 def test_score_cache_does_not_serve_a_changed_checkpoint(tmp_path):
   from ptmjax.studies import compare
 
-  config = __import__('ptmjax.configs', fromlist=['load']).load('compare:tiny')
+  config = configs.load('compare:tiny')
   config.single.data.max_len = 64
   exs = synth.splits(20, seed=0)['test']
   path = tmp_path / 'model'

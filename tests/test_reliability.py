@@ -22,6 +22,23 @@ def _config():
   return c
 
 
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  """One finished `_config()` run for the tests that only need a trained model folder."""
+  run = tmp_path_factory.mktemp('finished') / 'run'
+  trainer.train(_config(), run)
+  return run
+
+
+def _copy_run(finished, tmp_path):
+  """A private copy of the finished run (tests corrupt or reuse it)."""
+  import shutil
+
+  run = tmp_path / 'run'
+  shutil.copytree(finished, run)
+  return run
+
+
 def test_rerunning_a_finished_run_keeps_its_results(tmp_path):
   """A finished `ptmjax train` run again is a no-op that returns the stored metrics; it
   used to rewrite final/ with no thresholds and no metrics (`predict --calls` then failed)."""
@@ -90,13 +107,12 @@ def _corrupt_largest_param_file(folder):
   target.write_bytes(bytes(data))
 
 
-def test_corrupted_weights_are_an_error_not_na(tmp_path):
+def test_corrupted_weights_are_an_error_not_na(finished, tmp_path):
   """200 flipped bytes in a params file: `predict` used to exit 0 with every score `NA`
   (NaN written as "not a candidate"). Now loading fails with the folder named, exit 2."""
   from ptmjax import cli
 
-  run = tmp_path / 'run'
-  trainer.train(_config(), run)
+  run = _copy_run(finished, tmp_path)
   (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSSTKGK\n')
   args = ['predict', '--checkpoint', str(run / 'final'), '--fasta', str(tmp_path / 'p.fasta')]
   assert cli.main([*args, '--out', str(tmp_path / 'ok.tsv')]) == 0
@@ -107,14 +123,13 @@ def test_corrupted_weights_are_an_error_not_na(tmp_path):
   assert not (tmp_path / 'bad.tsv').exists()
 
 
-def test_nan_outputs_are_an_error(tmp_path):
+def test_nan_outputs_are_an_error(finished, tmp_path):
   """A model that outputs NaN (weights from before the checksum, or a numerical blow-up):
   predict refuses instead of writing NA."""
   from ptmjax import predict
   from ptmjax.errors import NonFiniteOutputError
 
-  run = tmp_path / 'run'
-  trainer.train(_config(), run)
+  run = _copy_run(finished, tmp_path)
   p = predict.Predictor(run / 'final')
   from flax import nnx
 
@@ -152,12 +167,11 @@ def test_text_encodings(tmp_path):
   assert [r.sequence for r in read_fasta(tmp_path / 'packed.fasta')] == ['MKSPEELRRSS', 'MSTK']
 
 
-def test_cli_reports_an_encoding_error_in_one_line(tmp_path, capsys):
+def test_cli_reports_an_encoding_error_in_one_line(finished, tmp_path, capsys):
   from ptmjax import cli
 
   (tmp_path / 'x.fasta').write_bytes('>P1 \u00e9\nMKS\n'.encode('latin-1'))
-  run = tmp_path / 'run'
-  trainer.train(_config(), run)
+  run = _copy_run(finished, tmp_path)
   assert cli.main(['predict', '--checkpoint', str(run / 'final'), '--fasta',
                    str(tmp_path / 'x.fasta'), '--out', str(tmp_path / 'o.tsv')]) == 2  # fmt: skip
   err = capsys.readouterr().err
@@ -295,12 +309,11 @@ def test_ctrl_c_checkpoints_like_sigterm_and_exits_130(tmp_path):
   assert list((tmp_path / 'checkpoints' / 'latest').iterdir())
 
 
-def test_empty_inputs_and_zero_steps_are_errors(tmp_path, caplog):
+def test_empty_inputs_and_zero_steps_are_errors(finished, tmp_path, caplog):
   from ptmjax import cli
 
   (tmp_path / 'empty.fasta').write_text('')
-  run = tmp_path / 'run'
-  trainer.train(_config(), run)
+  run = _copy_run(finished, tmp_path)
   base = ['predict', '--checkpoint', str(run / 'final'), '--out', str(tmp_path / 'o.tsv')]
   assert cli.main([*base, '--fasta', str(tmp_path / 'empty.fasta')]) == 2
   (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSS\n')
@@ -314,11 +327,10 @@ def test_empty_inputs_and_zero_steps_are_errors(tmp_path, caplog):
     trainer.train(c, tmp_path / 'zero')
 
 
-def test_usage_errors_are_one_line(tmp_path, capsys):
+def test_usage_errors_are_one_line(finished, tmp_path, capsys):
   from ptmjax import cli
 
-  run = tmp_path / 'run'
-  trainer.train(_config(), run)
+  run = _copy_run(finished, tmp_path)
   (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSS\n')
   assert cli.main(['predict', '--checkpoint', str(run / 'final'), '--fasta',
                    str(tmp_path / 'p.fasta'), '--out', str(tmp_path / 'o.tsv'),
