@@ -170,7 +170,8 @@ def write_report(outdir, config, results, info, files, separation, command, wall
     if not pooled or 'two-single' not in pooled['differences']:
       continue
     d, a = pooled['differences']['two-single'], pooled['arms']
-    best = max((m for m in MODELS if m in a), key=lambda m: a[m]['auroc'])
+    # The best model arm by validation AUROC (test data choose nothing).
+    best = max((m for m in MODELS if m in a), key=lambda m: a[m].get('val_auroc', 0.0))
     vs = pooled['differences'].get(f'{best}-logreg')
     text = (
       f'- **{name}**: {verdict(d)} — AUROC {a["two"]["auroc"]:.3f} two-stage vs '
@@ -179,7 +180,7 @@ def write_report(outdir, config, results, info, files, separation, command, wall
     )
     if vs:
       text += (
-        f' Best arm ({ARM_LABELS[best]}) minus the window regression '
+        f' Best arm on validation ({ARM_LABELS[best]}) minus the window regression '
         f'({a["logreg"]["auroc"]:.3f}): {_diff_line(vs)}, '
         f'{verdict(vs, "the model beats it", "the regression is better")}.'
       )

@@ -121,7 +121,7 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
       }
       hier, prot = {}, {}
       for arm in arms:
-        per_seed, boots, thr = [], [], []
+        per_seed, boots, thr, val_auroc = [], [], [], []
         for seed in seeds[arm]:
           k_t, y_t, s_t = targets(
             flat_test, scores[arm, seed, 'test'], candidates, name, mods, within
@@ -130,6 +130,7 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
           if not within:  # F1 / MCC at the threshold chosen on validation
             _, y_v, s_v = targets(flat_val, scores[arm, seed, 'validation'], candidates, name, mods)
             t = metrics.best_f1_threshold(y_v, s_v)[0]
+            val_auroc.append(metrics.auroc(y_v, s_v))
           r = metrics.binary_report(y_t, s_t, t)
           if not within:
             thr.append((r['f1'], r['mcc']))
@@ -150,6 +151,8 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
           'auroc_seed_sd': float(per_seed[:, 0].std(ddof=1)) if len(per_seed) > 1 else 0.0,
           'seeds': len(per_seed),
         }
+        if val_auroc:  # what picks "the best arm" in the summary: never the test data
+          a['val_auroc'] = float(np.mean(val_auroc))
         if thr:
           a['f1_at_val_threshold'] = float(np.mean([m[0] for m in thr]))
           a['mcc_at_val_threshold'] = float(np.mean([m[1] for m in thr]))
