@@ -211,3 +211,18 @@ def test_score_cache_does_not_serve_a_changed_checkpoint(tmp_path):
   compare.score_models(config, tmp_path, {('single', 0): path}, {'test': changed})
   assert len(list((tmp_path / 'scores').glob('*.npy'))) == 3
   assert pathlib.Path(tmp_path / 'scores').is_dir()
+
+
+def test_patience_waits_for_min_steps(tmp_path, monkeypatch):
+  """The same scripted evaluations with eval.min_steps=10: no stop at step 8."""
+  values = iter([0.6, 0.8, 0.7, 0.65, 0.9])
+  monkeypatch.setattr(
+    scoring,
+    'evaluate',
+    lambda *a, **k: ({'val/phosphorylation/auroc': next(values)}, {'phosphorylation': 0.4}),
+  )
+  c = _scripted_config()
+  c.eval.min_steps = 10
+  trainer.train(c, tmp_path)
+  info = ckpt.read_meta(tmp_path / 'final')['info']
+  assert (info['step'], info['last_step'], info['stopped_early']) == (10, 10, False)

@@ -101,6 +101,7 @@ def base() -> ml_collections.ConfigDict:
   c.eval.max_proteins = 0  # 0 = the whole split
   # Stop after this many evaluations without a new best best_metric (0 = never).
   c.eval.patience = 0
+  c.eval.min_steps = 0  # patience never stops a run before this step
 
   return c
 

@@ -422,7 +422,10 @@ def _train(config, workdir: pathlib.Path) -> dict:
     )
 
   patience = config.eval.get('patience', 0)
-  stopped_early = bool(patience and tracker['bad'] >= patience)
+  # Patience counts only from `eval.min_steps`: one noisy evaluation early on (200
+  # proteins) must not end a run that has barely started.
+  min_steps = config.eval.get('min_steps', 0)
+  stopped_early = bool(patience and tracker['bad'] >= patience and start_step >= min_steps)
   if eval_examples and start_step == 0:
     writer.write(0, scoring.baseline_metrics(train_source, eval_examples, candidates, channels))
   try:
@@ -473,7 +476,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
                            thresholds={k: float(v) for k, v in thresholds.items()})  # fmt: skip
           else:
             tracker['bad'] += 1
-          stopped_early = bool(patience and tracker['bad'] >= patience)
+          stopped_early = bool(patience and tracker['bad'] >= patience and step >= min_steps)
           if stopped_early:
             log.info('%s: no better %s in %d evaluations (best %.4f at step %d); stopping at '
                      'step %d', workdir, best_metric, patience, tracker['best'],
