@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from ptmjax import paths
 from ptmjax.data import tokenizer as tok
 from ptmjax.errors import ModelFolderError
 from ptmjax.models.config import ModelConfig
@@ -65,6 +66,7 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
   processes (one shared file system, Orbax writing collectively) it is written in
   place, the JSON last: a folder without it is not a model folder.
   """
+  paths.require_local(path, 'model folder')
   path = pathlib.Path(path).absolute()
   single = jax.process_count() == 1
   target = path.with_name(path.name + '.tmp') if single else path
@@ -118,6 +120,7 @@ def read_meta(path) -> dict:
 
 def resolve_model_dir(path) -> pathlib.Path:
   """Accepts a model folder or a training work dir (whose `final/` is one)."""
+  paths.require_local(path, 'model folder')
   path = pathlib.Path(path)
   if not (path / MODEL_FILE).is_file() and (path / 'final' / MODEL_FILE).is_file():
     return path / 'final'

@@ -337,3 +337,27 @@ def test_usage_errors_are_one_line(finished, tmp_path, capsys):
                    '--channels', 'glycation']) == 2  # fmt: skip
   err = capsys.readouterr().err
   assert "channels ['glycation'] not trained" in err and 'Traceback' not in err
+
+
+def test_object_store_paths_are_refused_not_made_local(tmp_path, monkeypatch, capsys):
+  """`--workdir gs://b/r` used to write config, metrics and checkpoints into the local
+  folder `gs:/b/r`, then crash; until object stores are supported (issue 16) every entry
+  refuses such a path before writing anything."""
+  from ptmjax import cli
+  from ptmjax.errors import UsageError
+
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(UsageError, match="work dir 'gs://b/r': object-store"):
+    trainer.train(_config(), 'gs://b/r')
+  c = _config()
+  c.init_from.path = 's3://b/model'
+  with pytest.raises(UsageError, match='init_from.path'):
+    trainer.train(c, tmp_path / 'run')
+  with pytest.raises(UsageError, match='model folder'):
+    checkpoint.load_model('gs://b/model')
+  (tmp_path / 'p.fasta').write_text('>P1\nMKSPEELRRSS\n')
+  assert cli.main(['predict', '--checkpoint', 'gs://b/final', '--fasta', 'p.fasta', '--out',
+                   'o.tsv']) == 2  # fmt: skip
+  assert 'not supported yet' in capsys.readouterr().err
+  assert cli.main(['compare', '--config', 'compare:tiny', '--workdir', 'gs://b/c']) == 2
+  assert not (tmp_path / 'gs:').exists()

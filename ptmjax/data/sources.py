@@ -103,6 +103,9 @@ def build(name: str, manual_dir, data_dir, config: str | None = None, force: boo
 
 def load(name: str, data_dir, config: str | None = None):
   """{split: random-access data source} of a built dataset (no TensorFlow)."""
+  from ptmjax import paths
+
+  paths.require_local(data_dir, 'data dir')
   full = f'{name}/{config}' if config else name
   builder = _tfds().builder(full, data_dir=str(pathlib.Path(data_dir).expanduser()))
   if not builder.is_prepared():

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from ptmjax import checkpoint as ckpt
+from ptmjax import paths
 from ptmjax.data import ptm_types, sources
 from ptmjax.data.candidates import Candidates
 from ptmjax.errors import UsageError
@@ -301,6 +302,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   t0 = time.time()
   # The code that trains, not whatever is checked out when it ends.
   provenance = runs.provenance(command)
+  for value, what in ((workdir, 'work dir'), (config.data_dir, 'data_dir'),
+                      (config.init_path, 'init_path')):  # fmt: skip
+    paths.require_local(value, what)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'compare_config.json').write_text(config.to_json_best_effort(indent=2))

@@ -24,6 +24,7 @@ import sys
 import ml_collections
 import numpy as np
 
+from ptmjax import paths
 from ptmjax.studies import runs
 
 log = logging.getLogger('sweep')
@@ -300,6 +301,7 @@ def _plot(path, metric, names, results):
 def run(config, workdir, command: str = '') -> pathlib.Path:
   """Runs (or resumes) every planned trial; returns WORKDIR/results.md."""
   provenance = runs.provenance(command)  # the code that runs the trials
+  paths.require_local(workdir, 'work dir')
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   trials = plan(config)

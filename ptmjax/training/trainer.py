@@ -33,6 +33,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ptmjax import checkpoint as ckpt
+from ptmjax import paths
 from ptmjax import sharding as shd
 from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
@@ -201,6 +202,9 @@ def train(config, workdir) -> dict:
   Re-running a finished run (its `final/` written at the last step by this same
   config) changes nothing and returns the stored metrics.
   """
+  paths.require_local(workdir, 'work dir')
+  paths.require_local(config.data.get('data_dir'), 'data.data_dir')
+  paths.require_local(config.init_from.get('path'), 'init_from.path')
   workdir = pathlib.Path(workdir)
   if config.optim.total_steps < 1:
     raise UsageError(f'optim.total_steps is {config.optim.total_steps}: nothing to train')
