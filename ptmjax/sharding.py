@@ -98,6 +98,10 @@ def make_mesh(shape: dict[str, int], devices=None) -> jax.sharding.Mesh:
 
 def fit_spec(spec: P, shape, mesh: jax.sharding.Mesh) -> P:
   """Drops mesh axes from dimensions they do not divide (e.g. a 33-token vocabulary on 2 shards)."""
+  if len(spec) > len(shape):
+    # A leaf with fewer dimensions than its parameter's names: the optimizer state of a
+    # frozen parameter (optax keeps a scalar placeholder there). Replicated.
+    return P()
   out = []
   for axes, size in zip(tuple(spec) + (None,) * (len(shape) - len(spec)), shape, strict=True):
     flat = (axes,) if isinstance(axes, str) else tuple(axes or ())

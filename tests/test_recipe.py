@@ -226,3 +226,14 @@ def test_patience_waits_for_min_steps(tmp_path, monkeypatch):
   trainer.train(c, tmp_path)
   info = ckpt.read_meta(tmp_path / 'final')['info']
   assert (info['step'], info['last_step'], info['stopped_early']) == (10, 10, False)
+
+
+def test_freeze_then_unfreeze_trains_in_the_trainer(tmp_path):
+  """The stage-2 grid's freeze recipe: it crashed building shardings (the frozen
+  parameters' optimizer state is a scalar placeholder under the parameter's names)."""
+  c = synthetic.get_config('test')
+  c.optim.update(total_steps=4, warmup_steps=1, freeze=('encoder/.*',), freeze_steps=2)
+  c.eval.update(every_steps=2, max_proteins=6)
+  c.checkpoint.update(final='best', every_steps=2)
+  trainer.train(c, tmp_path)  # saves, and restores the best step at the end
+  assert ckpt.read_meta(tmp_path / 'final')['info']['step'] in (2, 4)

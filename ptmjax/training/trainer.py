@@ -28,6 +28,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
@@ -339,10 +340,14 @@ def _train(config, workdir: pathlib.Path) -> dict:
   start_step = 0
   # Saved as a plain nested dict (readable with Orbax alone); restored onto
   # this run's shardings, whatever the mesh that wrote it.
+  # (Frozen parameters' optimizer state is an empty optax.MaskedNode: kept as it is.)
   target = jax.tree.map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    lambda x, s: (
+      x if isinstance(x, optax.MaskedNode) else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    ),
     ckpt.state_to_tree(state),
     ckpt.state_to_tree(state_sharding),
+    is_leaf=lambda x: isinstance(x, optax.MaskedNode),
   )
   args = ocp.args.Composite(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore())
   # The best evaluation so far and how many evaluations since (patience); saved with
