@@ -4,6 +4,7 @@ plain-Orbax reading of its checkpoints, NaN stop. Synthetic data (no files)."""
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -179,37 +180,68 @@ def test_restore_onto_a_different_mesh(one_device_run, tmp_path, monkeypatch):
     np.testing.assert_allclose(x, y, atol=2e-5)
 
 
-def test_two_processes_match_one_device(one_device_run, tmp_path):
-  """Two `ptmjax train` processes on 127.0.0.1 with 4 fake CPU devices each (one 2x2x2
-  mesh over 8 devices, gloo collectives) give the single-device losses."""
+def _two_processes(workdir, *overrides, env=None):
+  """Two `ptmjax train` processes on 127.0.0.1 with 4 fake CPU devices each: one 2x2x2
+  mesh over 8 devices, gloo collectives."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
-  procs = [
+  env = {**os.environ, **(env or {}), 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  return [
     subprocess.Popen(
       [
         sys.executable, '-m', 'ptmjax.cli', 'train',
         '--config', str(REPO / 'ptmjax/configs/synthetic.py:test'),
-        '--workdir', str(tmp_path),
+        '--workdir', str(workdir),
         '--coordinator-address', f'127.0.0.1:{port}',
         '--num-processes', '2', '--process-id', str(i),
         '--config.sharding.mesh.data=2', '--config.sharding.mesh.fsdp=2',
-        '--config.sharding.mesh.tensor=2',
+        '--config.sharding.mesh.tensor=2', *overrides,
       ],
       env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     for i in range(2)
   ]  # fmt: skip
+
+
+def _finish(procs, timeout=240):
   try:
-    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    return [p.communicate(timeout=timeout)[0].decode() for p in procs]
   finally:
     for p in procs:
       p.kill()
+
+
+def test_two_processes_preempted_on_one_host_resume_to_one_device(one_device_run, tmp_path):
+  """SIGTERM to one of two processes: both save the same step and exit 143 (JAX's
+  preemption sync point; a per-host handler left the other hanging in a collective).
+  Re-run on both: the single-device losses and parameters. Evaluation and a checkpoint
+  on every step: `best` and `latest` save the same steps, whose barriers once clashed."""
+  every_step = ('--config.eval.every_steps=1', '--config.eval.max_proteins=4',
+                '--config.checkpoint.every_steps=1')  # fmt: skip
+  procs = _two_processes(tmp_path, *every_step, env={'PTMJAX_STEP_DELAY_S': '1'})
+  metrics = tmp_path / 'metrics.jsonl'
+  deadline = time.time() + 180
+  while time.time() < deadline and len(_losses(tmp_path) if metrics.exists() else ()) < 2:
+    assert all(p.poll() is None for p in procs), _finish(procs)
+    time.sleep(0.1)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = _finish(procs)
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 143, out[-3000:]
+  saved = [re.search(r'preempted: signal 15 at step (\d+)', out) for out in outs]
+  assert saved[0] and saved[1] and saved[0][1] == saved[1][1], outs
+  step = int(saved[0][1])
+  assert 2 <= step < 6
+  assert sorted(int(d.name) for d in (tmp_path / 'checkpoints' / 'latest').iterdir()) == [step]
+
+  procs = _two_processes(tmp_path, *every_step)
+  outs = _finish(procs)
   for p, out in zip(procs, outs, strict=True):
     assert p.returncode == 0, out[-3000:]
+    assert 'already ongoing' not in out
   got, reference = _losses(tmp_path), _losses(one_device_run)
-  assert sorted(got) == list(range(1, 7))
+  assert _logged_steps(tmp_path) == list(range(1, 7))
   np.testing.assert_allclose(
     [got[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=2e-5
   )

@@ -83,6 +83,14 @@ def base() -> ml_collections.ConfigDict:
   c.optim.freeze = ()
   c.optim.freeze_steps = 0
 
+  # LoRA (`ptmjax.models.lora`): rank 0 = off. Adapters on the dense layers whose path
+  # fully matches `targets`; only they and `train` (regexes) are optimised.
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0  # the update is scaled by alpha / rank
+  c.lora.targets = (r'encoder/layers/\d+/attention/(query|key|value|out)',)
+  c.lora.train = (r'ptm_head/.*', r'count_head/.*')
+
   c.sharding = ml_collections.ConfigDict()
   c.sharding.mesh = {'data': -1, 'fsdp': 1, 'tensor': 1}
   c.sharding.rules = shd.DEFAULT_RULES

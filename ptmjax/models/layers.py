@@ -46,11 +46,18 @@ class Dense(nnx.Module):
       if use_bias
       else None
     )
+    self.lora = nnx.data(
+      None
+    )  # an nnx.LoRA adapter (`ptmjax.models.lora`), when fine-tuning with one
+    self.lora_scale = 1.0
 
   def __call__(self, x):
     kernel = self.kernel[...].astype(self.dtype)
     axes = tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in))
     y = jax.lax.dot_general(x.astype(self.dtype), kernel, (axes, ((), ())))
+    if self.lora is not None:
+      flat = x.reshape(*x.shape[: x.ndim - self.num_in], -1)
+      y = y + (self.lora(flat) * self.lora_scale).reshape(y.shape).astype(y.dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y

@@ -38,7 +38,9 @@ def replace_tokens(rng, tokens, real, vocab_size: int, prob: float):
   return jnp.where(chosen, random_tokens, tokens), real
 
 
-def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel_mask):
+def make_train_step(
+  graphdef, config, tokenizer, cand_table, pos_weight, channel_mask, wrt=nnx.Param
+):
   """The pure train step `(state, batch, step) -> (state, metrics)` for `jax.jit`.
 
   Args:
@@ -48,6 +50,8 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
     cand_table: bool [vocab, channels], `Candidates.token_table`.
     pos_weight: float [channels], weight of positive entries.
     channel_mask: float [channels], each channel's loss weight (0: not trained).
+    wrt: the nnx filter of the parameters the optimizer updates (gradients are taken
+      for those only; LoRA: the adapters and the head).
   """
   lc = config.loss
   heads = tuple(
@@ -98,7 +102,8 @@ def make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel
 
   def train_step(state, batch, step):
     model, opt = nnx.merge(graphdef, state)
-    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, step)
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)
+    (loss, aux), grads = grad_fn(model, batch, step)
     opt.update(model, grads)
     aux['loss'] = loss
     aux['grad_norm'] = global_norm(grads)

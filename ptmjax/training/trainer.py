@@ -31,6 +31,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from ptmjax import checkpoint as ckpt
@@ -42,7 +43,7 @@ from ptmjax.data.candidates import Candidates
 from ptmjax.errors import Preempted, UsageError, WorkdirError
 from ptmjax.evaluation import calibration as calib
 from ptmjax.evaluation import scoring
-from ptmjax.models import ModelConfig, create_model
+from ptmjax.models import ModelConfig, create_model, lora
 from ptmjax.training import optimizer
 from ptmjax.training.metric_writer import MetricWriter
 from ptmjax.training.steps import make_train_step
@@ -187,7 +188,7 @@ def check_resumable(config, workdir) -> None:
   keys = sorted(
     k
     for k in set(stored) | set(new)
-    if (k.startswith('model.') or k == 'init_from.path') and stored.get(k) != new.get(k)
+    if (k.startswith(('model.', 'lora.')) or k == 'init_from.path') and stored.get(k) != new.get(k)
   )
   if keys:
     diffs = ', '.join(f'{k}: {stored.get(k)!r} -> {new.get(k)!r}' for k in keys)
@@ -195,6 +196,50 @@ def check_resumable(config, workdir) -> None:
       f'{workdir} holds checkpoints of a different model ({diffs}); use a new --workdir, '
       'or the settings it was started with'
     )
+
+
+def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
+  """Barrier keys of one checkpoint manager. `best` and `latest` save the same step
+  (an evaluation on a checkpoint step); with one key space their barriers
+  (`_async_write_complete.<step>`) collided on several processes: "Barrier ... is
+  already ongoing", one process hung and `latest/<step>` stayed a tmp directory."""
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
+class PreemptionNotice:
+  """When to stop for a preemption, checked once per step.
+
+  One process: Python handlers for SIGTERM and SIGINT (Ctrl-C checkpoints like a
+  preemption). Several processes: JAX's preemption sync point. The coordination
+  service hears SIGTERM on any host and every host agrees on the next step at which to
+  save; a per-host handler stopped only the signalled host while the others hung in
+  their next collective. (Ctrl-C there is Python's KeyboardInterrupt: no checkpoint.)
+  """
+
+  def __init__(self):
+    self.multi = jax.process_count() > 1
+    self.signum = None
+    self.previous = {}
+
+  def __enter__(self):
+    if not self.multi:
+      for s in (signal.SIGTERM, signal.SIGINT):
+        self.previous[s] = signal.signal(s, self._on_signal)
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
+
+  def _on_signal(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def reached(self, step: int) -> int | None:
+    """The signal to stop for at `step` (every process calls this at every step)."""
+    if self.multi:
+      return signal.SIGTERM if multihost_utils.reached_preemption_sync_point(step) else None
+    return self.signum
 
 
 def train(config, workdir) -> dict:
@@ -300,11 +345,22 @@ def _train(config, workdir: pathlib.Path) -> dict:
   )
   rules = tuple(tuple(r) for r in config.sharding.rules)
 
+  # What the optimizer updates: every parameter, or with LoRA the adapters and the
+  # parameters `lora.train` names (the rest get no optimizer state and no gradient).
+  lora_cfg = config.get('lora', {})
+  use_lora = bool(lora_cfg.get('rank', 0))
+  if use_lora and config.optim.get('freeze'):
+    raise UsageError('lora.rank and optim.freeze together: LoRA already trains only its adapters')
+  wrt = lora.trainable(lora_cfg.train) if use_lora else nnx.Param
+
   def create_state():
     model = create_model(model_cfg, config.seed)
+    if use_lora:
+      rngs = nnx.Rngs(params=config.seed + 1)
+      lora.add_adapters(model, lora_cfg.targets, lora_cfg.rank, lora_cfg.alpha, rngs)
     model.train()
-    tx = optimizer.make_optimizer(config.optim, nnx.state(model, nnx.Param), model_cfg.num_layers)
-    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+    tx = optimizer.make_optimizer(config.optim, nnx.state(model, wrt), model_cfg.num_layers)
+    return model, nnx.Optimizer(model, tx, wrt=wrt)
 
   abstract = nnx.eval_shape(create_state)
   graphdef, abstract_state = nnx.split(abstract)
@@ -322,7 +378,9 @@ def _train(config, workdir: pathlib.Path) -> dict:
   latest = ocp.CheckpointManager(
     ckpt_dir / 'latest',
     item_names=('state', 'data'),
-    options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=1, create=True, multiprocessing_options=_barriers('latest')
+    ),
   )
   best_metric = config.checkpoint.best_metric
   best = ocp.CheckpointManager(
@@ -333,6 +391,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
       best_fn=lambda m: m.get(best_metric, -np.inf),
       best_mode='max',
       create=True,
+      multiprocessing_options=_barriers('best'),
     ),
   )
   with jax.set_mesh(mesh):
@@ -366,9 +425,8 @@ def _train(config, workdir: pathlib.Path) -> dict:
     log.info('resumed from step %d (%s)', start_step, data_iter.state)
   elif config.init_from.get('path'):
     params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param).to_pure_dict()
-    merged, taken, skipped = ckpt.init_params_from(
-      params, config.init_from.path, config.init_from.get('skip', ())
-    )
+    skip = tuple(config.init_from.get('skip', ())) + ((lora.ADAPTER_RE,) if use_lora else ())
+    merged, taken, skipped = ckpt.init_params_from(params, config.init_from.path, skip)
     model, opt = nnx.merge(graphdef, state)
     p_state = nnx.state(model, nnx.Param)
     nnx.replace_by_pure_dict(p_state, merged)
@@ -383,7 +441,9 @@ def _train(config, workdir: pathlib.Path) -> dict:
 
   # ---- Steps ----------------------------------------------------------------------
   cand_table = jnp.asarray(candidates.token_table(tokenizer))
-  step_fn = make_train_step(graphdef, config, tokenizer, cand_table, pos_weight, channel_mask)
+  step_fn = make_train_step(
+    graphdef, config, tokenizer, cand_table, pos_weight, channel_mask, wrt=wrt
+  )
   train_step = jax.jit(
     step_fn,
     in_shardings=(state_sharding, batch_sharding, None),
@@ -399,14 +459,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
     drop_rows_after(workdir / 'metrics.jsonl', start_step)
   writer = MetricWriter(workdir, is_main)
   sched = optimizer.schedule(config.optim)
-  stop = {'signal': None}
-
-  def on_signal(signum, frame):
-    del frame
-    stop['signal'] = signum
-
-  # Ctrl-C checkpoints like a preemption: an interactive user loses no steps either.
-  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+  preemption = PreemptionNotice()
   total = config.optim.total_steps
   step_delay = float(os.environ.get('PTMJAX_STEP_DELAY_S', 0))
   bar = tqdm(
@@ -438,7 +491,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
   if eval_examples and start_step == 0:
     writer.write(0, scoring.baseline_metrics(train_source, eval_examples, candidates, channels))
   try:
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), preemption:
       for step in range(start_step + 1, total + 1):
         if stopped_early:  # resumed after the patience stop, before final/ was written
           break
@@ -496,21 +549,19 @@ def _train(config, workdir: pathlib.Path) -> dict:
         if step % config.checkpoint.every_steps == 0 or step == total or stopped_early:
           if latest.latest_step() != step:
             save(latest, step)
-        if stop['signal'] is not None:
+        signum = preemption.reached(step)
+        if signum is not None:
           # A signal on a checkpoint step finds that step saved already: saving it again
           # raises StepAlreadyExistsError, and a requeueing wrapper sees exit 1, not 143.
           if latest.latest_step() != step:
             save(latest, step)
           latest.wait_until_finished()
           raise Preempted(
-            f'signal {stop["signal"]} at step {step}; checkpoint saved, re-run to resume',
-            stop['signal'],
+            f'signal {signum} at step {step}; checkpoint saved, re-run to resume', signum
           )
   finally:
     bar.close()
     writer.close()
-    for s, handler in previous.items():
-      signal.signal(s, handler)
     latest.wait_until_finished()
     best.wait_until_finished()
 
@@ -528,6 +579,8 @@ def _train(config, workdir: pathlib.Path) -> dict:
       (workdir / 'thresholds.json').write_text(json.dumps(thresholds, indent=2) + '\n')
   model = nnx.merge(graphdef, state)[0]
   model.eval()
+  if use_lora:  # W + (alpha / r) A B: the final folder holds the plain model's parameters
+    log.info('LoRA: merged %d adapters into their kernels', len(lora.merge_adapters(model)))
   calibration = {}
   if eval_examples and config.loss.ptm_weight:
     # Platt scaling per channel on the validation proteins (`ptmjax predict --calibrated`).
