@@ -142,18 +142,47 @@ def _config(spec: str, rest: list[str]):
     raise SystemExit(f'ptmjax: {e}') from None
 
 
-def _train(args, rest) -> int:
-  if args.coordinator_address or args.distributed:
-    import jax
+def detected_cluster() -> tuple[str, int] | None:
+  """(name, process count) of the multi-process cluster JAX can detect from the
+  environment (SLURM with several tasks, a TPU pod slice's workers, Open MPI, ...), or
+  None. A one-process job (an interactive SLURM shell) is not a cluster."""
+  from jax._src import clusters  # JAX's own detection, as jax.distributed.initialize() uses
 
-    kwargs = {}
-    if args.coordinator_address:
-      kwargs = dict(
-        coordinator_address=args.coordinator_address,
-        num_processes=args.num_processes,
-        process_id=args.process_id,
-      )
-    jax.distributed.initialize(**kwargs)
+  for env in clusters.ClusterEnv._cluster_types:
+    if env.opt_in_only_method:
+      continue
+    try:
+      if env.is_env_present() and int(env.get_process_count() or 1) > 1:
+        return env.name, int(env.get_process_count())
+    except Exception:  # noqa: BLE001 - a half-set environment: not a cluster we can join
+      continue
+  return None
+
+
+def _init_distributed(args) -> None:
+  """`jax.distributed.initialize()`: from the explicit flags, or from the environment
+  with --distributed, or without flags where JAX detects a multi-process cluster
+  (--single-process opts out)."""
+  kwargs = {}
+  if args.coordinator_address:
+    kwargs = dict(
+      coordinator_address=args.coordinator_address,
+      num_processes=args.num_processes,
+      process_id=args.process_id,
+    )
+  elif not args.distributed:
+    cluster = None if args.single_process else detected_cluster()
+    if cluster is None:
+      return
+    print(f'ptmjax: {cluster[0]} cluster with {cluster[1]} processes detected; joining it '
+          '(--single-process to run alone)', file=sys.stderr)  # fmt: skip
+  import jax
+
+  jax.distributed.initialize(**kwargs)
+
+
+def _train(args, rest) -> int:
+  _init_distributed(args)
 
   from ptmjax.training import trainer
 
@@ -358,6 +387,11 @@ def main(argv=None) -> int:
   )
   tr.add_argument('--num-processes', type=int, default=None)
   tr.add_argument('--process-id', type=int, default=None)
+  tr.add_argument(
+    '--single-process',
+    action='store_true',
+    help='do not join a cluster detected in the environment (SLURM, TPU pod)',
+  )
   tr.set_defaults(fn=_train, takes_rest=True)
 
   cp = sub.add_parser(

@@ -6,6 +6,10 @@ import pathlib
 # Before JAX is imported anywhere: sharding tests get a real 2x4 CPU mesh.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Run inside a SLURM job or an MPI launch, each `ptmjax train` the tests start would join
+# that job's cluster (`ptmjax.cli.detected_cluster`): the tests run alone.
+for _k in [k for k in os.environ if k.startswith(('SLURM_', 'OMPI_', 'PMI_'))]:
+  del os.environ[_k]
 
 import pytest  # noqa: E402
 

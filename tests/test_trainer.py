@@ -180,25 +180,35 @@ def test_restore_onto_a_different_mesh(one_device_run, tmp_path, monkeypatch):
     np.testing.assert_allclose(x, y, atol=2e-5)
 
 
-def _two_processes(workdir, *overrides, env=None):
+def _two_processes(workdir, *overrides, env=None, slurm_job=None):
   """Two `ptmjax train` processes on 127.0.0.1 with 4 fake CPU devices each: one 2x2x2
-  mesh over 8 devices, gloo collectives."""
+  mesh over 8 devices, gloo collectives. With `slurm_job`, no flags: the environment
+  a SLURM step with two tasks gives its processes."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   env = {**os.environ, **(env or {}), 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+
+  def flags(i):
+    if slurm_job is None:
+      return ['--coordinator-address', f'127.0.0.1:{port}', '--num-processes', '2',
+              '--process-id', str(i)]  # fmt: skip
+    env_i = dict(SLURM_JOB_ID=str(slurm_job), SLURM_STEP_NODELIST='127.0.0.1', SLURM_NTASKS='2',
+                 SLURM_PROCID=str(i), SLURM_LOCALID=str(i))  # fmt: skip
+    return env_i
+
   return [
     subprocess.Popen(
       [
         sys.executable, '-m', 'ptmjax.cli', 'train',
         '--config', str(REPO / 'ptmjax/configs/synthetic.py:test'),
         '--workdir', str(workdir),
-        '--coordinator-address', f'127.0.0.1:{port}',
-        '--num-processes', '2', '--process-id', str(i),
+        *(flags(i) if slurm_job is None else ()),
         '--config.sharding.mesh.data=2', '--config.sharding.mesh.fsdp=2',
         '--config.sharding.mesh.tensor=2', *overrides,
       ],
-      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      env={**env, **(flags(i) if slurm_job is not None else {})},
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     for i in range(2)
   ]  # fmt: skip
@@ -249,6 +259,47 @@ def test_two_processes_preempted_on_one_host_resume_to_one_device(one_device_run
     jax.tree.leaves(_params(tmp_path)), jax.tree.leaves(_params(one_device_run)), strict=True
   ):
     np.testing.assert_allclose(x, y, atol=2e-5)
+
+
+def test_a_slurm_step_joins_without_flags(one_device_run, tmp_path):
+  """Two tasks of a SLURM step (its environment variables, no --coordinator flags): JAX's
+  cluster detection joins them into one 8-device mesh; the one-device losses."""
+  # SLURM's coordinator port is derived from the job id (61440 + id mod 4096): a job id
+  # whose port is free here.
+  job = None
+  for candidate in np.random.default_rng().permutation(2**12)[:50]:
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', 65535 - 2**12 + 1 + int(candidate)))
+      except OSError:
+        continue
+    job = int(candidate)
+    break
+  assert job is not None, 'no free port in 61440-65535'
+  procs = _two_processes(tmp_path, slurm_job=job)
+  outs = _finish(procs)
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-3000:]
+    assert 'slurm cluster with 2 processes detected' in out
+  got, reference = _losses(tmp_path), _losses(one_device_run)
+  np.testing.assert_allclose(
+    [got[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=2e-5
+  )
+
+
+def test_no_cluster_no_distributed(monkeypatch):
+  from ptmjax import cli
+
+  for k in [k for k in os.environ if k.startswith(('SLURM_', 'OMPI_', 'TPU_', 'MEGASCALE'))]:
+    monkeypatch.delenv(k)
+  assert cli.detected_cluster() is None
+  monkeypatch.setenv('SLURM_JOB_ID', '7')
+  for k, v in dict(SLURM_STEP_NODELIST='n1', SLURM_NTASKS='1', SLURM_PROCID='0').items():
+    monkeypatch.setenv(k, v)
+  monkeypatch.setenv('SLURM_LOCALID', '0')
+  assert cli.detected_cluster() is None  # one task (an interactive shell): not a cluster
+  monkeypatch.setenv('SLURM_NTASKS', '4')
+  assert cli.detected_cluster() == ('slurm', 4)
 
 
 def test_readme_plain_orbax_snippet(one_device_run, monkeypatch):
