@@ -66,29 +66,35 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
   processes (one shared file system, Orbax writing collectively) it is written in
   place, the JSON last: a folder without it is not a model folder.
   """
-  paths.require_local(path, 'model folder')
-  path = pathlib.Path(path).absolute()
-  single = jax.process_count() == 1
+  path = paths.absolute(paths.as_path(path, 'model folder'))
+  # Swapped in by renames only on a local disk: on an object store a "rename" copies
+  # every object, so the folder is written in place there, the JSON last.
+  single = jax.process_count() == 1 and not paths.is_remote(path)
   target = path.with_name(path.name + '.tmp') if single else path
   if single and target.exists():
     shutil.rmtree(target)  # what an earlier interrupted save left
   target.mkdir(parents=True, exist_ok=True)
+  if not single and jax.process_index() == 0 and (target / MODEL_FILE).exists():
+    (target / MODEL_FILE).unlink()  # written in place: no stale JSON over new parameters
   params = nnx.state(model, nnx.Param).to_pure_dict()
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(target / 'params', params, force=True)
-  checkpointer.wait_until_finished()
+  checkpointer = ocp.Checkpointer(_state_handler(target))
+  checkpointer.save(target / 'params', args=ocp.args.StandardSave(params), force=True)
   meta = {
     'format': FORMAT,
     'model': model.cfg.to_dict(),
     'tokenizer': tokenizer_to_dict(tokenizer),
     'info': info or {},
   }
-  if single:  # a digest needs every shard on one host
+  if jax.process_count() == 1:  # a digest needs every shard on one host
     meta['params_sha256'] = params_digest(params)
   if jax.process_index() == 0:
-    tmp = target / (MODEL_FILE + '.tmp')
-    tmp.write_text(json.dumps(meta, indent=2) + '\n')
-    tmp.replace(target / MODEL_FILE)
+    text = json.dumps(meta, indent=2) + '\n'
+    if paths.is_remote(target):  # one object, written whole
+      (target / MODEL_FILE).write_text(text)
+    else:
+      tmp = target / (MODEL_FILE + '.tmp')
+      tmp.write_text(text)
+      tmp.replace(target / MODEL_FILE)
   if single:
     old = path.with_name(path.name + '.old')
     if old.exists():
@@ -101,13 +107,27 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
   return path
 
 
+def _state_handler(directory) -> ocp.StandardCheckpointHandler:
+  """Orbax's handler for parameter trees. On object stores without OCDBT (one TensorStore
+  array per parameter, no shared manifest): against the Cloud Storage emulator, OCDBT's
+  conditional manifest writes failed now and then ("Malformed StorageGeneration");
+  plain arrays saved and restored every time. Either format restores with Orbax alone."""
+  return ocp.StandardCheckpointHandler(use_ocdbt=not paths.is_remote(directory))
+
+
+def train_state_handlers(directory) -> dict:
+  """Item handlers of a training work dir's checkpoint managers: state and data."""
+  return {'state': _state_handler(directory), 'data': ocp.JsonCheckpointHandler()}
+
+
 def read_meta(path) -> dict:
   """The JSON of a model folder, with a clear error when `path` is not one."""
-  file = pathlib.Path(path) / MODEL_FILE
+  path = paths.as_path(path, 'model folder')
+  file = path / MODEL_FILE
   if not file.is_file():
     hint = ''
-    if (pathlib.Path(path) / 'final' / MODEL_FILE).is_file():
-      hint = f'; a training work dir holds its final model at {pathlib.Path(path) / "final"}'
+    if (path / 'final' / MODEL_FILE).is_file():
+      hint = f'; a training work dir holds its final model at {path / "final"}'
     raise FileNotFoundError(f'{path}: not a ptmjax model folder (no {MODEL_FILE}){hint}')
   try:
     meta = json.loads(file.read_text())
@@ -120,8 +140,7 @@ def read_meta(path) -> dict:
 
 def resolve_model_dir(path) -> pathlib.Path:
   """Accepts a model folder or a training work dir (whose `final/` is one)."""
-  paths.require_local(path, 'model folder')
-  path = pathlib.Path(path)
+  path = paths.as_path(path, 'model folder')
   if not (path / MODEL_FILE).is_file() and (path / 'final' / MODEL_FILE).is_file():
     return path / 'final'
   return path
@@ -140,7 +159,7 @@ def load_model(path, *, sharding=None, **overrides):
   Returns:
     (model, tokenizer, meta dict).
   """
-  path = resolve_model_dir(path).absolute()
+  path = paths.absolute(resolve_model_dir(path))
   meta = read_meta(path)
   cfg = ModelConfig.from_dict(meta['model']).replace(**overrides)
   abstract = abstract_model(cfg)
@@ -201,7 +220,7 @@ def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], l
     (merged parameters, paths taken from the folder, paths skipped).
   """
   # Absolute: Orbax reads no metadata from a relative path (`.tree` of None).
-  path = resolve_model_dir(path).absolute()
+  path = paths.absolute(resolve_model_dir(path))
   read_meta(path)
   tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
   loaded = ocp.PyTreeCheckpointer().restore(

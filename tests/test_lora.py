@@ -120,3 +120,21 @@ def test_lora_optimizer_state_is_adapter_sized(lora_run):
   info = json.loads((lora_run / 'lora' / 'final' / ckpt.MODEL_FILE).read_text())
   assert info['info']['config']['lora']['rank'] == 4
   ckpt.load_model(lora_run / 'lora' / 'final')  # a plain model folder
+
+
+def test_runs_from_before_the_lora_section_stay_finished(lora_run, tmp_path):
+  """A finished run whose stored config has no `lora` section (older ptmjax) is still
+  this config's finished run when LoRA is off: nothing is retrained."""
+  import shutil
+
+  shutil.copytree(lora_run / 'base' / 'final', tmp_path / 'final')
+  meta_file = tmp_path / 'final' / ckpt.MODEL_FILE
+  meta = json.loads(meta_file.read_text())
+  del meta['info']['config']['lora']
+  meta_file.write_text(json.dumps(meta))
+  c = synthetic.get_config('test')
+  c.sharding.num_devices = 1
+  c.sharding.mesh.data = 1
+  assert trainer.finished_result(c, tmp_path) is not None
+  c.lora.rank = 4
+  assert trainer.finished_result(c, tmp_path) is None

@@ -64,8 +64,12 @@ def build(name: str, manual_dir, data_dir, config: str | None = None, force: boo
   """
   import shutil
 
+  from ptmjax import paths
   from ptmjax.data.records import InputError
 
+  # TFDS cannot build into gs:// (its array_record writer needs a local file system):
+  # build here, then copy the folder to the bucket; training reads it from there.
+  paths.require_local(data_dir, 'data dir of a build')
   tfds = _tfds()
   manual_dir = pathlib.Path(manual_dir).expanduser().resolve()
   if not manual_dir.is_dir():
@@ -105,9 +109,10 @@ def load(name: str, data_dir, config: str | None = None):
   """{split: random-access data source} of a built dataset (no TensorFlow)."""
   from ptmjax import paths
 
-  paths.require_local(data_dir, 'data dir')
+  paths.require_supported(data_dir, 'data dir')
   full = f'{name}/{config}' if config else name
-  builder = _tfds().builder(full, data_dir=str(pathlib.Path(data_dir).expanduser()))
+  where = str(data_dir) if paths.is_remote(data_dir) else str(pathlib.Path(data_dir).expanduser())
+  builder = _tfds().builder(full, data_dir=where)
   if not builder.is_prepared():
     build = f'ptmjax data build {name}' + (f' --config {config}' if config else '')
     raise FileNotFoundError(

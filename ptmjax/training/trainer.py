@@ -122,14 +122,24 @@ def channels_and_weights(config, train_source, candidates: Candidates):
 # --- the loop --------------------------------------------------------------------------
 def finished_result(config, workdir) -> dict | None:
   """The stored metrics when `workdir/final` is this config's finished run, else None."""
-  final = pathlib.Path(workdir) / 'final'
+  final = paths.as_path(workdir, 'work dir') / 'final'
   if not (final / ckpt.MODEL_FILE).is_file():
     return None
   info = ckpt.read_meta(final).get('info', {})
-  same = info.get('config') == json.loads(config.to_json_best_effort())
+  same = _without_lora_off(info.get('config')) == _without_lora_off(
+    json.loads(config.to_json_best_effort())
+  )
   # 'finished' marks runs that stopped early (patience) or keep their best step.
   done = info.get('finished') or info.get('step') == config.optim.total_steps
   return info.get('metrics', {}) if same and done else None
+
+
+def _without_lora_off(cfg):
+  """A stored config without its `lora` section when LoRA is off: runs finished before
+  the section existed are still this config's runs."""
+  if isinstance(cfg, dict) and not (cfg.get('lora') or {}).get('rank'):
+    return {k: v for k, v in cfg.items() if k != 'lora'}
+  return cfg
 
 
 def _flatten(d, prefix=''):
@@ -150,9 +160,12 @@ def drop_rows_after(path: pathlib.Path, step: int) -> None:
   lines = path.read_text().splitlines(keepends=True)
   keep = [x for x in lines if x.strip() and json.loads(x).get('step', 0) <= step]
   if len(keep) != len(lines):
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(''.join(keep))
-    tmp.replace(path)
+    if paths.is_remote(path):  # an object is replaced whole by one write
+      path.write_text(''.join(keep))
+    else:
+      tmp = path.with_suffix('.tmp')
+      tmp.write_text(''.join(keep))
+      tmp.replace(path)
     log.info('metrics.jsonl: dropped %d rows past step %d', len(lines) - len(keep), step)
 
 
@@ -166,7 +179,7 @@ def restore_newest_readable(candidates, args, ckpt_dir):
       return step, manager.restore(step, args=args)
     except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise bare Exceptions
       first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-      failures.append(f'{pathlib.Path(manager.directory).name}/{step}: {first}')
+      failures.append(f'{str(manager.directory).rstrip("/").rsplit("/", 1)[-1]}/{step}: {first}')
       log.warning('checkpoint %s/%d is unreadable (%s); trying an older one',
                   manager.directory, step, first)  # fmt: skip
   raise WorkdirError(
@@ -180,15 +193,20 @@ def check_resumable(config, workdir) -> None:
   A changed `model` section (or `init_from.path`, which sets the model) would restore
   checkpoints of one shape into another; other changes (the mesh, more steps) resume.
   """
-  stored_file = pathlib.Path(workdir) / 'config.json'
-  if not stored_file.is_file() or not any((pathlib.Path(workdir) / 'checkpoints').glob('*/*')):
+  workdir = paths.as_path(workdir, 'work dir')
+  stored_file = workdir / 'config.json'
+  if not stored_file.is_file() or not any((workdir / 'checkpoints').glob('*/*')):
     return
   stored = _flatten(json.loads(stored_file.read_text()))
   new = _flatten(json.loads(config.to_json_best_effort()))
+  # LoRA adapters change the state's shape; without them (rank 0, or a config from before
+  # the `lora` section) their other settings do not matter.
+  lora_on = bool(stored.get('lora.rank') or new.get('lora.rank'))
+  prefixes = ('model.', 'lora.') if lora_on else ('model.',)
   keys = sorted(
     k
     for k in set(stored) | set(new)
-    if (k.startswith(('model.', 'lora.')) or k == 'init_from.path') and stored.get(k) != new.get(k)
+    if (k.startswith(prefixes) or k == 'init_from.path') and stored.get(k) != new.get(k)
   )
   if keys:
     diffs = ', '.join(f'{k}: {stored.get(k)!r} -> {new.get(k)!r}' for k in keys)
@@ -248,10 +266,10 @@ def train(config, workdir) -> dict:
   Re-running a finished run (its `final/` written at the last step by this same
   config) changes nothing and returns the stored metrics.
   """
-  paths.require_local(workdir, 'work dir')
-  paths.require_local(config.data.get('data_dir'), 'data.data_dir')
-  paths.require_local(config.init_from.get('path'), 'init_from.path')
-  workdir = pathlib.Path(workdir)
+  # Local paths or gs:// URLs (an etils.epath.Path: Orbax, TFDS and tensorboardX take them).
+  paths.require_supported(config.data.get('data_dir'), 'data.data_dir')
+  paths.require_supported(config.init_from.get('path'), 'init_from.path')
+  workdir = paths.as_path(workdir, 'work dir')
   if config.optim.total_steps < 1:
     raise UsageError(f'optim.total_steps is {config.optim.total_steps}: nothing to train')
   done = finished_result(config, workdir)
@@ -270,6 +288,11 @@ def workdir_lock(workdir):
   metrics.jsonl and die in Orbax. An flock, so the kernel drops it with its process:
   a crashed or killed run leaves no stale lock behind."""
   if jax.process_index() != 0:
+    yield
+    return
+  if paths.is_remote(workdir):
+    # Object stores have no advisory locks; one run per gs:// work dir is up to the user.
+    log.warning('%s: not locked (object store): run one trainer per work dir', workdir)
     yield
     return
   path = pathlib.Path(workdir) / '.lock'
@@ -295,7 +318,7 @@ def workdir_lock(workdir):
     f.close()  # releases the lock
 
 
-def _train(config, workdir: pathlib.Path) -> dict:
+def _train(config, workdir) -> dict:
   is_main = jax.process_index() == 0
   if is_main:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
@@ -374,10 +397,10 @@ def _train(config, workdir: pathlib.Path) -> dict:
 
   # ---- Load checkpoint ------------------------------------------------------------
   # Resume order: own latest checkpoint > init_from (params only) > fresh init.
-  ckpt_dir = (workdir / 'checkpoints').absolute()
+  ckpt_dir = paths.absolute(workdir / 'checkpoints')
   latest = ocp.CheckpointManager(
     ckpt_dir / 'latest',
-    item_names=('state', 'data'),
+    item_handlers=ckpt.train_state_handlers(ckpt_dir),
     options=ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, multiprocessing_options=_barriers('latest')
     ),
@@ -385,7 +408,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
   best_metric = config.checkpoint.best_metric
   best = ocp.CheckpointManager(
     ckpt_dir / 'best',
-    item_names=('state', 'data'),
+    item_handlers=ckpt.train_state_handlers(ckpt_dir),
     options=ocp.CheckpointManagerOptions(
       max_to_keep=config.checkpoint.keep_best,
       best_fn=lambda m: m.get(best_metric, -np.inf),
@@ -473,6 +496,7 @@ def _train(config, workdir: pathlib.Path) -> dict:
   thresholds: dict = {}
 
   def save(manager, step, extra_metrics=None):
+    writer.flush()  # on an object store: the rows up to this checkpoint are stored with it
     manager.save(
       step,
       args=ocp.args.Composite(
