@@ -141,3 +141,23 @@ def test_predict_from_a_gs_model_folder(gcs, local_run, tmp_path):
   assert cli.main(['predict', '--checkpoint', f'gs://{BUCKET}/models/final', '--fasta',
                    str(fasta), '--out', str(gs_out)]) == 0  # fmt: skip
   assert gs_out.read_text() == local_out.read_text()
+
+
+def test_a_dataset_copied_to_gs_reads_like_the_local_build(gcs, tmp_path):
+  """Built locally (TFDS cannot build into gs://), copied to the bucket, read back by
+  `sources.load` from the gs:// data dir (TFDS's array_record reader): the same records."""
+  from conftest import DUMMY_YAAM
+
+  from ptmjax.data import sources
+
+  sources.build('yaam', DUMMY_YAAM, tmp_path / 'tfds')
+  fs = _fs()
+  fs.put(str(tmp_path / 'tfds'), f'{BUCKET}/tfds', recursive=True)
+  local = sources.load('yaam', tmp_path / 'tfds')
+  remote = sources.load('yaam', f'gs://{BUCKET}/tfds')
+  assert set(remote) == set(local)
+  for split in local:
+    assert len(remote[split]) == len(local[split]) > 0
+    a, b = local[split][len(local[split]) - 1], remote[split][len(local[split]) - 1]
+    assert a['id'] == b['id'] and a['sequence'] == b['sequence']
+    np.testing.assert_array_equal(a['labels'], b['labels'])
