@@ -324,7 +324,16 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   flat_val, flat_test = _flat(val), _flat(test)
   single_info = json.loads((models['single', seed0].parent / 'run_info.json').read_text())
   candidates = Candidates.from_json(single_info['candidates'])
-  mods = [ptm_types.PTM_NAMES[c] for c in ptm_types.MODIFICATION_CHANNELS]
+  # 'Any PTM' over the modification channels the arms are trained on (`loss.channels`;
+  # all of them when unset): a head never trained on a channel outputs noise there, and
+  # the any-PTM row once compared models trained on 4 channels with a regression fitted
+  # on all 13. The baselines are fitted on the same channels.
+  trained = set(config.single.loss.get('channels', ()) or ())
+  mods = [
+    ptm_types.PTM_NAMES[c]
+    for c in ptm_types.MODIFICATION_CHANNELS
+    if not trained or ptm_types.PTM_NAMES[c] in trained
+  ]
   channels = [
     c
     for c in config.report.channels
@@ -351,7 +360,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   fitted = {'identity': baselines.ResidueIdentity().fit(train_flat)}
   for arm, features in (('composition', 'composition'), ('logreg', 'window'),
                         ('window_composition', 'window+composition')):  # fmt: skip
-    fitted[arm] = baselines.WindowLogReg(features=features).fit(train_flat, candidates, channels)
+    fit_on = [*channels, *(m for m in mods if m not in channels)]
+    fitted[arm] = baselines.WindowLogReg(features=features).fit(train_flat, candidates, fit_on)
   for split, flat in (('validation', flat_val), ('test', flat_test)):
     for arm, model in fitted.items():
       scores[arm, 0, split] = (
@@ -403,6 +413,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'recipes': recipe_info,
     'runs': run_summaries(models),
     'loss_channels': single_info.get('channel_weights'),
+    'any_channels': mods,
   }
   wall = time.time() - t0 + earlier_s
   compare_report.write_report(

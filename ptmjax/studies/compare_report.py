@@ -256,7 +256,10 @@ def write_report(outdir, config, results, info, files, separation, command, wall
       v = row['views'].get(view)
       if not v:
         continue
-      label = 'any PTM (all residues)' if name == 'any' else name
+      label = name
+      if name == 'any':
+        label = f'any PTM of {"/".join(info.get("any_channels") or ["all channels"])}'
+
       label += f' ({v["sites"]} sites / {v["residues"]}, {v["proteins"]} proteins)'
       for arm, r in v['arms'].items():
         cells = f'| {label} | {ARM_LABELS[arm]} | {_fmt(r["auroc"], r["auroc_ci"])} | ' + (
