@@ -81,7 +81,7 @@ def _cmd(workdir, *extra):
   return [
     sys.executable, '-m', 'ptmjax.cli', 'train', '--config', 'synthetic:test',
     '--workdir', workdir, '--config.sharding.num_devices=1', '--config.sharding.mesh.data=1',
-    '--config.checkpoint.every_steps=1', *extra,
+    '--config.checkpoint.every_steps=2', *extra,
   ]  # fmt: skip
 
 
@@ -90,7 +90,7 @@ def local_run(tmp_path_factory):
   c = synthetic.get_config('test')
   c.sharding.num_devices = 1
   c.sharding.mesh.data = 1
-  c.checkpoint.every_steps = 1
+  c.checkpoint.every_steps = 2
   workdir = tmp_path_factory.mktemp('local')
   trainer.train(c, workdir)
   return workdir
@@ -99,7 +99,7 @@ def local_run(tmp_path_factory):
 def test_gs_workdir_preempted_and_resumed_equals_the_local_run(gcs, local_run, tmp_path):
   fs = _fs()
   workdir = f'gs://{BUCKET}/runs/synthetic'
-  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '1'}
+  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '0.5'}
   proc = subprocess.Popen(_cmd(workdir), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.time() + 180
   metrics = f'{BUCKET}/runs/synthetic/metrics.jsonl'
