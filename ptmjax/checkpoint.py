@@ -77,6 +77,8 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
   if not single and jax.process_index() == 0 and (target / MODEL_FILE).exists():
     (target / MODEL_FILE).unlink()  # written in place: no stale JSON over new parameters
   params = nnx.state(model, nnx.Param).to_pure_dict()
+  if jax.process_count() > 1:
+    params = jax.tree.map(_global_array, params)
   checkpointer = ocp.Checkpointer(_state_handler(target))
   checkpointer.save(target / 'params', args=ocp.args.StandardSave(params), force=True)
   meta = {
@@ -105,6 +107,18 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
     if old.exists():
       shutil.rmtree(old)
   return path
+
+
+def _global_array(x):
+  """A process-local array (a model built on every process, e.g. a study's random
+  initialisation) as one replicated global array: Orbax saves only global arrays when
+  there are several processes. Every process holds the same values."""
+  if not isinstance(x, jax.Array) or not x.is_fully_addressable:
+    return x
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('all',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  local = np.asarray(x)
+  return jax.make_array_from_callback(local.shape, sharding, lambda index: local[index])
 
 
 def _state_handler(directory) -> ocp.StandardCheckpointHandler:

@@ -181,6 +181,28 @@ def _init_distributed(args) -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def _add_cluster_arguments(parser) -> None:
+  g = parser.add_argument_group(
+    'several processes (TPU pod, multi-GPU hosts, SLURM): every process runs the same '
+    'command; the work dir must be one they all see'
+  )
+  g.add_argument(
+    '--distributed',
+    action='store_true',
+    help='jax.distributed.initialize() from the environment (TPU pods, SLURM)',
+  )
+  g.add_argument(
+    '--coordinator-address', default=None, help='host:port of process 0 (explicit multi-process)'
+  )
+  g.add_argument('--num-processes', type=int, default=None)
+  g.add_argument('--process-id', type=int, default=None)
+  g.add_argument(
+    '--single-process',
+    action='store_true',
+    help='do not join a cluster detected in the environment (SLURM, TPU pod)',
+  )
+
+
 def _train(args, rest) -> int:
   _init_distributed(args)
 
@@ -197,6 +219,8 @@ def _compare(args, rest) -> int:
   from ptmjax.studies import compare
 
   _config(args.config, rest)  # bad overrides stop here, before anything heavy is imported
+  # Every process trains every stage and scores every model; process 0 writes the files.
+  _init_distributed(args)
   return compare.run_from_args(args, rest)
 
 
@@ -204,6 +228,7 @@ def _sweep(args, rest) -> int:
   from ptmjax.studies import sweep
 
   _config(args.config, rest)
+  _init_distributed(args)  # every process runs every trial; process 0 writes the files
   return sweep.run_from_args(args, rest)
 
 
@@ -377,21 +402,7 @@ def main(argv=None) -> int:
   tr.add_argument(
     '--workdir', required=True, help='checkpoints, metrics.jsonl, TensorBoard, final/'
   )
-  tr.add_argument(
-    '--distributed',
-    action='store_true',
-    help='jax.distributed.initialize() from the environment (TPU pods, SLURM)',
-  )
-  tr.add_argument(
-    '--coordinator-address', default=None, help='host:port of process 0 (explicit multi-process)'
-  )
-  tr.add_argument('--num-processes', type=int, default=None)
-  tr.add_argument('--process-id', type=int, default=None)
-  tr.add_argument(
-    '--single-process',
-    action='store_true',
-    help='do not join a cluster detected in the environment (SLURM, TPU pod)',
-  )
+  _add_cluster_arguments(tr)
   tr.set_defaults(fn=_train, takes_rest=True)
 
   cp = sub.add_parser(
@@ -400,6 +411,7 @@ def main(argv=None) -> int:
     allow_abbrev=False,
   )
   commands.add_study_arguments(cp, 'compare:small', 'one sub-directory per stage, report/')
+  _add_cluster_arguments(cp)
   cp.set_defaults(fn=_compare, takes_rest=True)
 
   sw = sub.add_parser(
@@ -408,6 +420,7 @@ def main(argv=None) -> int:
     allow_abbrev=False,
   )
   commands.add_study_arguments(sw, 'sweep:small', 'plan.json, trial_NNN/, results.md')
+  _add_cluster_arguments(sw)
   sw.set_defaults(fn=_sweep, takes_rest=True)
 
   be = sub.add_parser(

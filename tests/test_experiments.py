@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -22,19 +24,82 @@ def _shrink(stage, steps=4):
   stage.progress = False
 
 
+# `ptmjax quickstart` with every stage cut to a few steps (the full one takes minutes).
+QUICK = ['--config.seeds=0', '--config.report.bootstrap=20'] + [
+  f'--config.{stage}.{key}'
+  for stage in ('stage1', 'stage2', 'single')
+  for key in ('optim.total_steps=4', 'eval.every_steps=2', 'log_every_steps=2')
+]
+
+
 @pytest.fixture(scope='module')
 def quickstart_dir(tmp_path_factory):
-  """`ptmjax quickstart` with every stage cut to a few steps (the full one takes minutes)."""
+  """`ptmjax quickstart` (compare:quickstart, then the final model copied out), shrunk."""
   workdir = tmp_path_factory.mktemp('quickstart')
-  overrides = ['--config.seeds=0', '--config.report.bootstrap=20']
-  for stage in ('stage1', 'stage2', 'single'):
-    overrides += [
-      f'--config.{stage}.optim.total_steps=4',
-      f'--config.{stage}.eval.every_steps=2',
-      f'--config.{stage}.log_every_steps=2',
-    ]
-  assert cli.main(['quickstart', '--workdir', str(workdir), *overrides]) == 0
+  assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK]) == 0
   return workdir
+
+
+def _numbers(tree, path=''):
+  """{path: value} of every number in a JSON tree."""
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f'{path}/{key}').items()}
+  if isinstance(tree, list):
+    return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f'{path}[{i}]').items()}
+  return {path: tree} if isinstance(tree, float) else {}
+
+
+def test_compare_on_two_processes_gives_the_one_process_numbers(quickstart_dir, tmp_path):
+  """`ptmjax compare --coordinator-address ...` on two processes on 127.0.0.1 (4 CPU
+  devices each, the 8 of the one-process run): every stage trains on both, both score,
+  process 0 alone writes; the report's numbers are the one-process ones."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        '-m',
+        'ptmjax.cli',
+        'compare',
+        '--config',
+        'compare:quickstart',
+        '--workdir',
+        str(tmp_path),
+        *QUICK,
+        '--coordinator-address',
+        f'127.0.0.1:{port}',
+        '--num-processes',
+        '2',
+        '--process-id',
+        str(i),
+      ],
+      env=env,
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  try:
+    outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-3000:]
+  one = json.loads((quickstart_dir / 'report' / 'results.json').read_text())
+  two = json.loads((tmp_path / 'report' / 'results.json').read_text())
+  assert '2 processes' in two['info']['machine']
+  got, want = _numbers(two['results']), _numbers(one['results'])
+  assert got.keys() == want.keys() and len(want) > 100
+  np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-5)
+  # One writer: each run's time was added once, and no half-written file is left.
+  for timing in tmp_path.rglob('timing.json'):
+    assert json.loads(timing.read_text())['invocations'] == 1, timing
+  assert not list(tmp_path.rglob('*.tmp'))
 
 
 @pytest.mark.slow  # every stage compiles a ProteinBERT; test_proteinbert trains one end to end

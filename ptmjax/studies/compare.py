@@ -107,6 +107,7 @@ def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
     model_cfg, tokenizer = trainer.model_and_tokenizer(config.single)
     model = create_model(model_cfg, seed=0)
     ckpt.save_model(path, model, tokenizer, {'random_init': True, 'seed': 0})
+    runs.sync(f'saved {path}')
   return path
 
 
@@ -245,7 +246,7 @@ def score_models(config, workdir, models: dict, splits: dict) -> dict:
   model's parameter digest and the split's data digest: a retrained model or rebuilt
   data is scored again, never served an old file."""
   cache = pathlib.Path(workdir) / 'scores'
-  cache.mkdir(exist_ok=True)
+  cache.mkdir(exist_ok=True, parents=True)
   digests = {split: data_digest(exs)[:16] for split, exs in splits.items()}
   out = {}
   for key, path in models.items():
@@ -253,11 +254,14 @@ def score_models(config, workdir, models: dict, splits: dict) -> dict:
     weights = model_digest(path)[:16]
     for split, exs in splits.items():
       f = cache / f'{tag}_{split}_{weights}_{digests[split]}.npy'
-      if not f.exists():
-        model, tokenizer, _ = ckpt.load_model(path)
-        _, scores = scoring.predict_flat(model, tokenizer, exs, max_len=config.single.data.max_len)
-        np.save(f, scores.astype(np.float32))
-      out[(*key, split)] = np.load(f)
+      if f.exists():
+        out[(*key, split)] = np.load(f)
+        continue
+      # Every process scores (model loads are collective); process 0 writes the file.
+      model, tokenizer, _ = ckpt.load_model(path)
+      _, scores = scoring.predict_flat(model, tokenizer, exs, max_len=config.single.data.max_len)
+      out[(*key, split)] = scores.astype(np.float32)
+      runs.save_array(f, out[(*key, split)])
   return out
 
 
@@ -282,7 +286,7 @@ def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
     model = baselines.WindowLogReg().fit(_flat(train), cand, [channel])
     _, y, s = report.channel_targets(flat_val, model.predict(flat_val, cand), cand, channel)
     base = {'metric': metric, 'window_logreg': metrics.auroc(y, s), 'proteins': n}
-    path.write_text(json.dumps(base, indent=2) + '\n')
+    runs.write_text(path, json.dumps(base, indent=2) + '\n')
   per_seed = {int(seed): val_metric(p, metric) for seed, p in stage1.items()}
   beats = all(v > base['window_logreg'] for v in per_seed.values())
   out = {**base, 'stage1': per_seed, 'beats_baseline': beats}
@@ -307,7 +311,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     paths.require_local(value, what)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / 'compare_config.json').write_text(config.to_json_best_effort(indent=2))
+  runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
   # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
   earlier_s = runs.total_seconds(workdir)
   init, models, recipe_info = train_arms(config, workdir)
@@ -384,6 +388,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   )
 
   outdir = workdir / 'report'
+  if not runs.is_primary():  # everything below writes files: process 0's job
+    return outdir / 'report.md'
   outdir.mkdir(exist_ok=True)
   run_dirs = {key: path.parent for key, path in models.items()}
   files = compare_report.plots(
@@ -429,7 +435,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'provenance': provenance,
     'serine_probe_auroc': {k: v['probe_auroc'] for k, v in separation.items()},
   }
-  (outdir / 'results.json').write_text(json.dumps(payload, indent=2) + '\n')
+  runs.write_text(outdir / 'results.json', json.dumps(payload, indent=2) + '\n')
   return outdir / 'report.md'
 
 

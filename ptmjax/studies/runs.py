@@ -7,6 +7,11 @@
   `{"seconds": S, "invocations": N}`, summed over the invocations that trained
   it, so a study resumed three times reports its real compute time.
 * `provenance(command)`: the command, the code revision, the machine.
+* On several processes (`ptmjax compare --distributed`, one shared work dir): every
+  process runs every stage and every analysis in the same order (Orbax saves and
+  restores are collective), `sync` waits for all of them after each run, and
+  `write_text` / `save_array` write on process 0 only, each file swapped in whole so
+  another process never reads half of one.
 """
 
 from __future__ import annotations
@@ -29,8 +34,51 @@ def is_finished(workdir) -> bool:
   return (pathlib.Path(workdir) / 'final' / ckpt.MODEL_FILE).exists()
 
 
+def is_primary() -> bool:
+  """Process 0: the one that writes a study's files."""
+  import jax
+
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits until every process gets here (nothing on one process)."""
+  import jax
+
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(f'ptmjax: {name}')
+
+
+def write_text(path, text: str) -> None:
+  """Writes a file on process 0 only, whole: written beside it, then renamed over it."""
+  if not is_primary():
+    return
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def save_array(path, array) -> None:
+  """`np.save` on process 0 only, whole (see `write_text`)."""
+  import numpy as np
+
+  if not is_primary():
+    return
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + '.tmp')
+  with tmp.open('wb') as f:
+    np.save(f, array)
+  tmp.replace(path)
+
+
 def train(config, workdir, name: str = '') -> pathlib.Path:
-  """Trains (or resumes, or skips a finished) run; returns its final model folder."""
+  """Trains (or resumes, or skips a finished) run; returns its final model folder.
+  On several processes every one calls it, and it returns when all of them are done
+  and process 0 has written the model folder's files."""
   from ptmjax.training import trainer
 
   workdir = pathlib.Path(workdir)
@@ -39,22 +87,25 @@ def train(config, workdir, name: str = '') -> pathlib.Path:
     log.info('%s: done already (%s)', name, workdir / 'final')
     return workdir / 'final'
   log.info('%s: training in %s', name, workdir)
+  before = read_timing(workdir)  # before process 0 adds this invocation
   start = time.time()
   try:
     trainer.train(config, workdir)
   finally:
-    total = add_seconds(workdir, time.time() - start)
+    total = add_seconds(workdir, time.time() - start, before)
+  # Process 0 writes model.json and timing.json after the collective save: the next
+  # stage (or recipe choice) on another process must not read them before it has.
+  sync(f'trained {workdir}')
   log.info('%s: done, %.0f s in all', name, total)
   return workdir / 'final'
 
 
-def add_seconds(workdir, seconds: float) -> float:
-  """Adds one invocation's seconds to `workdir/timing.json`; returns the total."""
-  path = pathlib.Path(workdir) / TIMING_FILE
-  record = read_timing(workdir)
+def add_seconds(workdir, seconds: float, before: dict | None = None) -> float:
+  """Adds one invocation's seconds to `workdir/timing.json` (process 0's clock: the
+  processes of one run end together); returns the total."""
+  record = before or read_timing(workdir)
   record = {'seconds': record['seconds'] + seconds, 'invocations': record['invocations'] + 1}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record) + '\n')
+  write_text(pathlib.Path(workdir) / TIMING_FILE, json.dumps(record) + '\n')
   return record['seconds']
 
 
@@ -92,9 +143,10 @@ def git_revision() -> str:
 def machine() -> str:
   import jax
 
+  processes = f', {jax.process_count()} processes' if jax.process_count() > 1 else ''
   return (
     f'{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} '
-    f'on {jax.devices()[0].platform}'
+    f'on {jax.devices()[0].platform}{processes}'
   )
 
 

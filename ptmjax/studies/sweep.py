@@ -162,7 +162,8 @@ def run_trial(config, workdir: pathlib.Path, index: int, values: dict) -> dict:
     # A failed trial runs again: its cause may have been fixed since (it resumes from
     # its own last checkpoint, if it got that far).
     log.info('trial %d failed before (%s); running it again', index, result['error'])
-    done.unlink()
+    if runs.is_primary():
+      done.unlink()
   c = trial_config(config, values)
   status, error = 'ok', ''
   try:
@@ -172,6 +173,7 @@ def run_trial(config, workdir: pathlib.Path, index: int, values: dict) -> dict:
     # (trainer.Preempted propagates: the next invocation resumes this trial.)
     status, error = 'failed', f'{type(e).__name__}: {e}'
     log.warning('trial %d failed: %s', index, error)
+  runs.sync(f'trial {index} ended')  # process 0 has closed its metrics.jsonl
   seconds = runs.read_timing(tdir)['seconds']  # summed over resumed invocations
   metrics = _read_metrics(tdir, config.metric) if (tdir / 'metrics.jsonl').exists() else {}
   result = {
@@ -186,7 +188,7 @@ def run_trial(config, workdir: pathlib.Path, index: int, values: dict) -> dict:
     'seconds': seconds,
     'final_model': str(tdir / 'final') if runs.is_finished(tdir) else '',
   }
-  done.write_text(json.dumps(result, indent=1) + '\n')
+  runs.write_text(done, json.dumps(result, indent=1) + '\n')
   return result
 
 
@@ -196,6 +198,8 @@ def _sort_key(r):
 
 
 def write_results(workdir: pathlib.Path, config, results: list[dict], provenance: dict) -> None:
+  if not runs.is_primary():
+    return
   command = provenance.get('command', '')
   results = sorted(results, key=_sort_key)
   names = list(parse_space(config.space))
@@ -253,13 +257,14 @@ def write_results(workdir: pathlib.Path, config, results: list[dict], provenance
         f'{float(np.median(spread)):.4f}).',
       ]
   lines.append('\n![metric against each hyper-parameter](sweep.png)\n' if ok else '')
-  (workdir / 'results.md').write_text('\n'.join(lines) + '\n')
-  (workdir / 'results.json').write_text(
+  runs.write_text(workdir / 'results.md', '\n'.join(lines) + '\n')
+  runs.write_text(
+    workdir / 'results.json',
     json.dumps(
       {'metric': config.metric, 'command': command, 'provenance': provenance, 'trials': results},
       indent=1,
     )
-    + '\n'
+    + '\n',
   )
   if ok:
     _plot(workdir / 'sweep.png', config.metric, names, ok)
@@ -314,14 +319,15 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
         f'{workdir} holds a sweep with a different plan (space, method or seed changed); '
         'use a new --workdir, or restore the old settings to resume it'
       )
-  plan_file.write_text(
+  runs.write_text(
+    plan_file,
     json.dumps(
       {'space': dict(config.space), 'method': config.method, 'seed': config.seed, 'trials': trials},
       indent=1,
     )
-    + '\n'  # fmt: skip
+    + '\n',  # fmt: skip
   )
-  (workdir / 'sweep_config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  runs.write_text(workdir / 'sweep_config.json', config.to_json_best_effort(indent=2) + '\n')
   results = []
   for i, values in enumerate(trials):
     log.info('trial %d/%d: %s', i + 1, len(trials), values)
@@ -335,6 +341,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
         raise SweepError(f'three trials in a row failed with {last[0]["error"]}')
     print(f'  -> {config.metric} {r["metric"]:.4f} ({r["status"]}, {r["seconds"]:.0f} s)')
     write_results(workdir, config, results, provenance)  # a partial table while it runs
+  runs.sync('sweep results written')  # every process reads results.json after this
   return workdir / 'results.md'
 
 
