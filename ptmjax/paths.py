@@ -47,6 +47,19 @@ def as_path(path, what: str = 'path'):
   return pathlib.Path(path)
 
 
+def files_named(root, name: str) -> list:
+  """Every file called `name` below `root`. On gs:// one prefix listing (epath refuses
+  `rglob` there: a `**` glob may cost one request per folder)."""
+  root = as_path(root)
+  if not is_remote(root):
+    return sorted(root.rglob(name))
+  import fsspec
+
+  fs = fsspec.filesystem('gcs')  # the file system epath itself uses for gs://
+  found = fs.find(str(root).removeprefix('gs://'))
+  return sorted(as_path(f'gs://{f}') for f in found if f.rsplit('/', 1)[-1] == name)
+
+
 def absolute(path):
   """Absolute for local paths (Orbax reads no metadata from a relative one); URLs as is."""
   return path if is_remote(path) else pathlib.Path(path).absolute()

@@ -152,3 +152,35 @@ def interrupt_training(cmd, workdir, signum, *, after_rows: int = 2, env=None):
   proc.send_signal(signum)
   out = proc.communicate(timeout=120)[0]  # reads while waiting: a full pipe cannot block it
   return proc.returncode, out.decode()
+
+
+# `ptmjax quickstart` with every stage cut to a few steps (the full one takes minutes).
+QUICK = ['--config.seeds=0', '--config.report.bootstrap=20'] + [
+  f'--config.{stage}.{key}'
+  for stage in ('stage1', 'stage2', 'single')
+  for key in ('optim.total_steps=4', 'eval.every_steps=2', 'log_every_steps=2')
+]
+
+
+@pytest.fixture(scope='session')
+def quickstart_dir(tmp_path_factory):
+  """`ptmjax quickstart` (compare:quickstart, then the final model copied out), shrunk:
+  the reference the distributed and gs:// studies are compared with."""
+  from ptmjax import cli
+
+  workdir = tmp_path_factory.mktemp('quickstart')
+  assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK]) == 0
+  return workdir
+
+
+def json_numbers(tree, path=''):
+  """{path: value} of every float in a JSON tree."""
+  if isinstance(tree, dict):
+    return {
+      k: v for key, sub in tree.items() for k, v in json_numbers(sub, f'{path}/{key}').items()
+    }
+  if isinstance(tree, list):
+    return {
+      k: v for i, sub in enumerate(tree) for k, v in json_numbers(sub, f'{path}[{i}]').items()
+    }
+  return {path: tree} if isinstance(tree, float) else {}

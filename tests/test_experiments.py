@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import QUICK, REPO, json_numbers
 
 from ptmjax import checkpoint, cli, predict
 from ptmjax.data import ptm_types, synthetic
@@ -22,31 +22,6 @@ def _shrink(stage, steps=4):
   stage.eval.update(every_steps=0)
   stage.log_every_steps = 2
   stage.progress = False
-
-
-# `ptmjax quickstart` with every stage cut to a few steps (the full one takes minutes).
-QUICK = ['--config.seeds=0', '--config.report.bootstrap=20'] + [
-  f'--config.{stage}.{key}'
-  for stage in ('stage1', 'stage2', 'single')
-  for key in ('optim.total_steps=4', 'eval.every_steps=2', 'log_every_steps=2')
-]
-
-
-@pytest.fixture(scope='module')
-def quickstart_dir(tmp_path_factory):
-  """`ptmjax quickstart` (compare:quickstart, then the final model copied out), shrunk."""
-  workdir = tmp_path_factory.mktemp('quickstart')
-  assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK]) == 0
-  return workdir
-
-
-def _numbers(tree, path=''):
-  """{path: value} of every number in a JSON tree."""
-  if isinstance(tree, dict):
-    return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f'{path}/{key}').items()}
-  if isinstance(tree, list):
-    return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f'{path}[{i}]').items()}
-  return {path: tree} if isinstance(tree, float) else {}
 
 
 def test_compare_on_two_processes_gives_the_one_process_numbers(quickstart_dir, tmp_path):
@@ -93,7 +68,7 @@ def test_compare_on_two_processes_gives_the_one_process_numbers(quickstart_dir, 
   one = json.loads((quickstart_dir / 'report' / 'results.json').read_text())
   two = json.loads((tmp_path / 'report' / 'results.json').read_text())
   assert '2 processes' in two['info']['machine']
-  got, want = _numbers(two['results']), _numbers(one['results'])
+  got, want = json_numbers(two['results']), json_numbers(one['results'])
   assert got.keys() == want.keys() and len(want) > 100
   np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-5)
   # One writer: each run's time was added once, and no half-written file is left.

@@ -4,6 +4,7 @@ with the whole metrics history; predict from a gs:// model folder."""
 
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -33,8 +34,8 @@ def gcs(tmp_path_factory):
   url = f'http://127.0.0.1:{port}'
   log = tmp_path_factory.mktemp('gcs') / 'emulator.log'
   proc = subprocess.Popen(
-    [sys.executable, '-m', 'gcp_storage_emulator', 'start', '--host=127.0.0.1',
-     f'--port={port}', '--in-memory', f'--default-bucket={BUCKET}'],
+    [sys.executable, str(pathlib.Path(__file__).with_name('gcs_emulator.py')), 'start',
+     '--host=127.0.0.1', f'--port={port}', '--in-memory', f'--default-bucket={BUCKET}'],
     stdout=log.open('w'), stderr=subprocess.STDOUT,
   )  # fmt: skip
   env = {
@@ -161,3 +162,39 @@ def test_a_dataset_copied_to_gs_reads_like_the_local_build(gcs, tmp_path):
     a, b = local[split][len(local[split]) - 1], remote[split][len(local[split]) - 1]
     assert a['id'] == b['id'] and a['sequence'] == b['sequence']
     np.testing.assert_array_equal(a['labels'], b['labels'])
+
+
+@pytest.mark.slow  # ~3 min quiet (two compare invocations against the emulator)
+def test_compare_in_a_gs_work_dir_gives_the_local_numbers(gcs, quickstart_dir):
+  """`ptmjax compare` with its work dir on gs://: stages, score cache, plots and report
+  in the bucket (nothing in a local folder named gs:), the local run's numbers; run
+  again, every stage is found done and the scores come from the bucket's cache."""
+  from conftest import QUICK, json_numbers
+
+  workdir = f'gs://{BUCKET}/compare'
+  # A process of its own, as a user runs it: tensorboardX's GCS writer uploads again
+  # when garbage-collected, which at this process's exit would find the emulator gone.
+  cmd = [sys.executable, '-m', 'ptmjax.cli', 'compare', '--config', 'compare:quickstart',
+         '--workdir', workdir, *QUICK]  # fmt: skip
+  run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+  assert not os.path.exists('gs:'), 'written to a local folder named gs:'
+  fs = _fs()
+  results = json.loads(fs.cat(f'{BUCKET}/compare/report/results.json'))
+  local = json.loads((quickstart_dir / 'report' / 'results.json').read_text())
+  got, want = json_numbers(results['results']), json_numbers(local['results'])
+  assert got.keys() == want.keys() and len(want) > 100
+  np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-5)
+  assert fs.cat(f'{BUCKET}/compare/report/roc_pr.png')[:4] == b'\x89PNG'
+  scores = fs.ls(f'{BUCKET}/compare/scores')
+  assert len(scores) == 5  # 2 arms x 2 splits + the initial encoder on test
+
+  run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+  assert 'training in' not in run.stderr  # resumed: every stage found done
+  fs.invalidate_cache()
+  assert sorted(fs.ls(f'{BUCKET}/compare/scores')) == sorted(scores)
+  again = json.loads(fs.cat(f'{BUCKET}/compare/report/results.json'))
+  assert json_numbers(again['results']) == got
+  timing = json.loads(fs.cat(f'{BUCKET}/compare/seed0/two/timing.json'))
+  assert timing['invocations'] == 1

@@ -95,7 +95,7 @@ def val_metric(model_dir, metric: str) -> float:
 def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
   """The one initialisation every arm and seed starts from."""
   if config.init_path:
-    return pathlib.Path(config.init_path)
+    return paths.as_path(config.init_path, 'init_path')
   if config.stage0.enabled:
     return _train(
       config.stage0, workdir / 'stage0', 'stage0', seed=0, data_dir=config.data_dir, init=None
@@ -245,7 +245,7 @@ def score_models(config, workdir, models: dict, splits: dict) -> dict:
   """{(arm, seed, split): [N, 16] probabilities}, cached in WORKDIR/scores under the
   model's parameter digest and the split's data digest: a retrained model or rebuilt
   data is scored again, never served an old file."""
-  cache = pathlib.Path(workdir) / 'scores'
+  cache = paths.as_path(workdir) / 'scores'
   cache.mkdir(exist_ok=True, parents=True)
   digests = {split: data_digest(exs)[:16] for split, exs in splits.items()}
   out = {}
@@ -255,7 +255,7 @@ def score_models(config, workdir, models: dict, splits: dict) -> dict:
     for split, exs in splits.items():
       f = cache / f'{tag}_{split}_{weights}_{digests[split]}.npy'
       if f.exists():
-        out[(*key, split)] = np.load(f)
+        out[(*key, split)] = runs.load_array(f)
         continue
       # Every process scores (model loads are collective); process 0 writes the file.
       model, tokenizer, _ = ckpt.load_model(path)
@@ -308,8 +308,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   provenance = runs.provenance(command)
   for value, what in ((workdir, 'work dir'), (config.data_dir, 'data_dir'),
                       (config.init_path, 'init_path')):  # fmt: skip
-    paths.require_local(value, what)
-  workdir = pathlib.Path(workdir)
+    paths.require_supported(value, what)
+  workdir = paths.as_path(workdir, 'work dir')
   workdir.mkdir(parents=True, exist_ok=True)
   runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
   # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
@@ -464,6 +464,7 @@ def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Pa
   t = time.time()
   suffix = '' if family == 'transformer' else f'-{family}'
   config = configs.load(f'compare:quickstart{suffix}', overrides)
+  paths.require_local(workdir, 'quickstart work dir')  # the final model is copied locally
   workdir = pathlib.Path(workdir)
   print(
     'ptmjax quickstart: SYNTHETIC data generated in code (planted motifs, see '

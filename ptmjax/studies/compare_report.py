@@ -3,6 +3,7 @@ learning curves (PNG) and report.md, from the results `compare_stats` computed."
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -138,7 +139,10 @@ def min_seed(scores, arm):
 
 
 def _save(fig, path):
-  fig.savefig(path, dpi=110)
+  """Saves a PNG (local or gs://: matplotlib writes only local files by name)."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=110)
+  path.write_bytes(buffer.getvalue())
   return path.name
 
 

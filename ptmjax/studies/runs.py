@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,13 +26,14 @@ import subprocess
 import time
 
 from ptmjax import checkpoint as ckpt
+from ptmjax import paths
 
 log = logging.getLogger(__name__)
 TIMING_FILE = 'timing.json'
 
 
 def is_finished(workdir) -> bool:
-  return (pathlib.Path(workdir) / 'final' / ckpt.MODEL_FILE).exists()
+  return (paths.as_path(workdir) / 'final' / ckpt.MODEL_FILE).exists()
 
 
 def is_primary() -> bool:
@@ -52,13 +54,22 @@ def sync(name: str) -> None:
 
 
 def write_text(path, text: str) -> None:
-  """Writes a file on process 0 only, whole: written beside it, then renamed over it."""
+  """Writes a file on process 0 only, whole: written beside it, then renamed over it
+  (on gs:// an object is written whole anyway, and a rename is a copy)."""
+  write_bytes(path, text.encode())
+
+
+def write_bytes(path, data: bytes) -> None:
+  """`write_text` for bytes."""
   if not is_primary():
     return
-  path = pathlib.Path(path)
+  path = paths.as_path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  if paths.is_remote(path):
+    path.write_bytes(data)
+    return
   tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(text)
+  tmp.write_bytes(data)
   tmp.replace(path)
 
 
@@ -66,13 +77,17 @@ def save_array(path, array) -> None:
   """`np.save` on process 0 only, whole (see `write_text`)."""
   import numpy as np
 
-  if not is_primary():
-    return
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.name + '.tmp')
-  with tmp.open('wb') as f:
-    np.save(f, array)
-  tmp.replace(path)
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  write_bytes(path, buffer.getvalue())
+
+
+def load_array(path):
+  """`np.load` of a local or gs:// file."""
+  import numpy as np
+
+  with paths.as_path(path).open('rb') as f:
+    return np.load(io.BytesIO(f.read()))
 
 
 def train(config, workdir, name: str = '') -> pathlib.Path:
@@ -81,7 +96,7 @@ def train(config, workdir, name: str = '') -> pathlib.Path:
   and process 0 has written the model folder's files."""
   from ptmjax.training import trainer
 
-  workdir = pathlib.Path(workdir)
+  workdir = paths.as_path(workdir, 'work dir')
   name = name or workdir.name
   if is_finished(workdir):
     log.info('%s: done already (%s)', name, workdir / 'final')
@@ -105,12 +120,12 @@ def add_seconds(workdir, seconds: float, before: dict | None = None) -> float:
   processes of one run end together); returns the total."""
   record = before or read_timing(workdir)
   record = {'seconds': record['seconds'] + seconds, 'invocations': record['invocations'] + 1}
-  write_text(pathlib.Path(workdir) / TIMING_FILE, json.dumps(record) + '\n')
+  write_text(paths.as_path(workdir) / TIMING_FILE, json.dumps(record) + '\n')
   return record['seconds']
 
 
 def read_timing(workdir) -> dict:
-  path = pathlib.Path(workdir) / TIMING_FILE
+  path = paths.as_path(workdir) / TIMING_FILE
   if not path.exists():
     return {'seconds': 0.0, 'invocations': 0}
   return json.loads(path.read_text())
@@ -118,7 +133,7 @@ def read_timing(workdir) -> dict:
 
 def total_seconds(root) -> float:
   """Training seconds of every run below `root`, over all their invocations."""
-  return sum(read_timing(f.parent)['seconds'] for f in pathlib.Path(root).rglob(TIMING_FILE))
+  return sum(read_timing(f.parent)['seconds'] for f in paths.files_named(root, TIMING_FILE))
 
 
 def git_revision() -> str:

@@ -14,6 +14,7 @@ Bengio, 2012); a fixed plan also makes two sweeps directly comparable.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -299,15 +300,16 @@ def _plot(path, metric, names, results):
     ax.axis('off')
   fig.suptitle(f'{len(results)} trials: validation {metric.removeprefix("val/")}')
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  buffer = io.BytesIO()  # matplotlib writes only local files by name; this may be gs://
+  fig.savefig(buffer, format='png', dpi=110)
   plt.close(fig)
+  runs.write_bytes(path, buffer.getvalue())
 
 
 def run(config, workdir, command: str = '') -> pathlib.Path:
   """Runs (or resumes) every planned trial; returns WORKDIR/results.md."""
   provenance = runs.provenance(command)  # the code that runs the trials
-  paths.require_local(workdir, 'work dir')
-  workdir = pathlib.Path(workdir)
+  workdir = paths.as_path(workdir, 'work dir')
   workdir.mkdir(parents=True, exist_ok=True)
   trials = plan(config)
   plan_file = workdir / 'plan.json'
