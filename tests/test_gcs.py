@@ -198,3 +198,58 @@ def test_compare_in_a_gs_work_dir_gives_the_local_numbers(gcs, quickstart_dir):
   assert json_numbers(again['results']) == got
   timing = json.loads(fs.cat(f'{BUCKET}/compare/seed0/two/timing.json'))
   assert timing['invocations'] == 1
+
+
+@pytest.mark.slow  # ~2 min: two processes compile and save against the emulator
+def test_two_processes_in_a_gs_work_dir_equal_one_device(gcs, local_run):
+  """`ptmjax train` on two processes (4 CPU devices each, a 2x2x2 mesh) with the work
+  dir on gs://, evaluation and a checkpoint every 2 steps: the local one-device run's
+  losses, and one final model folder in the bucket."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+  workdir = f'gs://{BUCKET}/runs/two'
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        '-m',
+        'ptmjax.cli',
+        'train',
+        '--config',
+        'synthetic:test',
+        '--workdir',
+        workdir,
+        '--coordinator-address',
+        f'127.0.0.1:{port}',
+        '--num-processes',
+        '2',
+        '--process-id',
+        str(i),
+        '--config.sharding.mesh.data=2',
+        '--config.sharding.mesh.fsdp=2',
+        '--config.sharding.mesh.tensor=2',
+        '--config.eval.every_steps=2',
+        '--config.eval.max_proteins=4',
+        '--config.checkpoint.every_steps=2',
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  try:
+    outs = [p.communicate(timeout=400)[0].decode() for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-3000:]
+  fs = _fs()
+  remote = _losses(fs.cat(f'{BUCKET}/runs/two/metrics.jsonl').decode())
+  local = _losses((local_run / 'metrics.jsonl').read_text())
+  assert [s for s, _ in remote] == list(range(1, 7))
+  np.testing.assert_allclose([v for _, v in remote], [v for _, v in local], rtol=2e-5)
+  assert fs.exists(f'{BUCKET}/runs/two/final/ptmjax_model.json')
