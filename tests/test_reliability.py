@@ -342,8 +342,8 @@ def test_usage_errors_are_one_line(finished, tmp_path, capsys):
 def test_unsupported_urls_are_refused_not_made_local(tmp_path, monkeypatch, capsys):
   """`--workdir gs://b/r` used to write config, metrics and checkpoints into the local
   folder `gs:/b/r`, then crash. gs:// now works where tests/test_gcs.py shows it (train,
-  model folders, predict); other schemes, and gs:// where it does not work yet (builds,
-  studies), are refused before anything is written, naming the setting."""
+  model folders, predict, studies); other schemes, and gs:// where it does not work
+  (dataset builds), are refused before anything is written, naming the setting."""
   from ptmjax import cli
   from ptmjax.errors import UsageError
 
@@ -360,8 +360,10 @@ def test_unsupported_urls_are_refused_not_made_local(tmp_path, monkeypatch, caps
   assert cli.main(['predict', '--checkpoint', 's3://b/final', '--fasta', 'p.fasta', '--out',
                    'o.tsv']) == 2  # fmt: skip
   assert 'only local paths and gs://' in capsys.readouterr().err
-  assert cli.main(['compare', '--config', 'compare:tiny', '--workdir', 'gs://b/c']) == 2
-  assert 'must be a local path' in capsys.readouterr().err
+  for study in ('compare:tiny', 'sweep:tiny'):
+    name = study.split(':')[0]
+    assert cli.main([name, '--config', study, '--workdir', 's3://b/c']) == 2
+    assert "work dir 's3://b/c': only local paths and gs://" in capsys.readouterr().err
   assert cli.main(['data', 'build', 'yaam', '--manual-dir', str(tmp_path),
                    '--data-dir', 'gs://b/tfds']) == 2  # fmt: skip
   assert 'build locally, then copy' in capsys.readouterr().err
