@@ -195,8 +195,10 @@ def train_transfer(config, workdir: pathlib.Path, init, models: dict, chosen: di
   recipes = recipes_of(config)
   out = {}
   seeds = [int(x) for x in str(config.transfer.seeds).split(',') if x.strip()]
-  for fraction in config.transfer.fractions:
-    for seed in seeds:
+  # Seed outermost: a run stopped part-way leaves whole seeds (every fraction), which a
+  # report over fewer seeds can use at once.
+  for seed in seeds:
+    for fraction in config.transfer.fractions:
       for arm, stage_name in ARM_STAGES.items():
         out[arm, seed, fraction] = _train(
           config[stage_name],
