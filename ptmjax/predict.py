@@ -93,7 +93,7 @@ class Predictor:
       if not np.isfinite(probs).all():
         # NaN here means a broken model, and NA in the TSV means "not a candidate".
         raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite probabilities')
-      scored = self.candidates.mask(np.array(list(seq)))[:, cols]
+      scored = self.candidates.mask(np.array(list(seq)), np.arange(len(seq)))[:, cols]
       probs[~scored] = np.nan
       result[pid] = probs
     return result

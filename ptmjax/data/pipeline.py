@@ -195,6 +195,9 @@ class Pipeline:
       'tokens': np.full((len(rows), length), t.pad_id, np.int32),
       'segment_ids': np.zeros((len(rows), length), np.int32),
       'positions': np.zeros((len(rows), length), np.int32),
+      # Each token's 0-based place in its whole protein (-1: special or padding): crops
+      # start mid-protein, and N-terminal channels score only the first positions.
+      'residue_index': np.full((len(rows), length), -1, np.int32),
       'labels': np.full((len(rows), length, c), ptm_types.UNKNOWN, np.int8),
       'counts': np.zeros((len(rows), n_seg, c), np.int32),
       'counts_valid': np.zeros((len(rows), n_seg, c), bool),
@@ -210,6 +213,9 @@ class Pipeline:
         out['segment_ids'][r, span] = s + 1
         out['positions'][r, span] = np.arange(len(ids))
         out['labels'][r, span] = t.residue_labels_to_tokens(labels, len(ids))
+        out['residue_index'][r, span] = t.residue_labels_to_tokens(
+          np.arange(start, start + n, dtype=np.int32), len(ids)
+        )
         out['counts'][r, s] = (labels == ptm_types.POSITIVE).sum(0)
         out['counts_valid'][r, s] = (labels != ptm_types.UNKNOWN).all(0)
         offset += len(ids)

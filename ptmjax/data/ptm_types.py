@@ -24,12 +24,15 @@ class PtmType:
   # catalytic residues): kept as channels, left out of the "any PTM" target.
   is_modification: bool = True
   description: str = ''
+  # Defined at the protein's N-terminus only: scored at positions 1..max_position (1-based;
+  # 2 covers the initiator Met and the residue after it once Met is removed). 0: anywhere.
+  max_position: int = 0
 
 
 PTM_TYPES: tuple[PtmType, ...] = (
   PtmType('phosphorylation', description='phospho-S/T/Y (and rarer H/D)'),
   PtmType('acetylation', description='lysine N6-acetylation'),
-  PtmType('nt_acetylation', description='N-terminal (alpha-amino) acetylation'),
+  PtmType('nt_acetylation', description='N-terminal (alpha-amino) acetylation', max_position=2),
   PtmType('methylation', description='K/R/H/Q/C... methylation, any degree'),
   PtmType('ubiquitination'),
   PtmType('sumoylation'),

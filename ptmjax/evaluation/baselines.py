@@ -111,7 +111,9 @@ class WindowLogReg:
     candidates = Candidates.from_config(candidates)
     for name in channels:
       c = ptm_types.INDEX[name]
-      rows = np.flatnonzero((flat.labels[:, c] >= 0) & candidates.residue_mask(flat.residues, name))
+      rows = np.flatnonzero(
+        (flat.labels[:, c] >= 0) & candidates.residue_mask(flat.residues, name, flat.positions)
+      )
       y = flat.labels[rows, c] == 1
       if y.sum() < 2 or (~y).sum() < 2:
         continue
@@ -127,7 +129,7 @@ class WindowLogReg:
     out = np.zeros((len(flat.residues), ptm_types.NUM_TYPES))
     candidates = Candidates.from_config(candidates)
     for name, model in self.models.items():
-      rows = np.flatnonzero(candidates.residue_mask(flat.residues, name))
+      rows = np.flatnonzero(candidates.residue_mask(flat.residues, name, flat.positions))
       if len(rows):
         out[rows, ptm_types.INDEX[name]] = model.predict_proba(self._x(flat, rows))[:, 1]
     return out

@@ -36,6 +36,12 @@ class Flat:
       offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64),
     )
 
+  @property
+  def positions(self) -> np.ndarray:
+    """int [N]: each residue's 0-based place in its protein (position-limited channels)."""
+    lengths = np.diff(self.offsets)
+    return np.arange(len(self.residues)) - np.repeat(self.offsets[:-1], lengths)
+
   def take(self, proteins: np.ndarray) -> np.ndarray:
     """Residue indices of the given proteins (with repeats, for bootstraps)."""
     starts, ends = self.offsets[proteins], self.offsets[proteins + 1]
@@ -48,7 +54,7 @@ def channel_targets(flat: Flat, scores: np.ndarray, candidates, name: str):
   `candidates`: a `Candidates` (or its JSON mapping)."""
   c = ptm_types.INDEX[name]
   candidates = Candidates.from_config(candidates)
-  keep = (flat.labels[:, c] >= 0) & candidates.residue_mask(flat.residues, name)
+  keep = (flat.labels[:, c] >= 0) & candidates.residue_mask(flat.residues, name, flat.positions)
   return keep, flat.labels[keep, c] == 1, scores[keep, c]
 
 
@@ -60,7 +66,9 @@ def any_targets(flat: Flat, scores: np.ndarray, candidates, channels):
   if not mods:
     return None
   ml = flat.labels[:, mods]
-  usable = Candidates.from_config(candidates).mask(flat.residues)[:, mods] & (ml >= 0)
+  usable = Candidates.from_config(candidates).mask(flat.residues, flat.positions)[:, mods] & (
+    ml >= 0
+  )
   # Every residue with a known label counts; a site on a non-candidate residue stays a
   # positive scored 0, so the candidate sets cannot flatter this number.
   any_pos = (ml == 1).any(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ptmjax.data import tokenizer as tok
@@ -38,8 +39,31 @@ def replace_tokens(rng, tokens, real, vocab_size: int, prob: float):
   return jnp.where(chosen, random_tokens, tokens), real
 
 
+def loss_weights(
+  cand_table, tokens, residue, channel_mask, residue_index=None, position_limits=None
+):
+  """float [B, T, channels]: the PTM loss's weight of each token and channel.
+
+  A token counts for a channel if it is a residue (`residue`, bool [B, T]), of a candidate
+  type (`cand_table[tokens]`) and, with `position_limits`, at a protein position
+  (`residue_index`, 0-based, from the pipeline) below the channel's limit; then it weighs
+  the channel's loss weight. The metrics' `Candidates.mask` is the same set.
+  """
+  candidate = jnp.asarray(cand_table)[tokens] & residue[..., None]
+  if position_limits is not None:
+    candidate &= residue_index[..., None] < jnp.asarray(position_limits)
+  return candidate.astype(jnp.float32) * jnp.asarray(channel_mask, jnp.float32)
+
+
 def make_train_step(
-  graphdef, config, tokenizer, cand_table, pos_weight, channel_mask, wrt=nnx.Param
+  graphdef,
+  config,
+  tokenizer,
+  cand_table,
+  pos_weight,
+  channel_mask,
+  wrt=nnx.Param,
+  position_limits=None,
 ):
   """The pure train step `(state, batch, step) -> (state, metrics)` for `jax.jit`.
 
@@ -52,6 +76,8 @@ def make_train_step(
     channel_mask: float [channels], each channel's loss weight (0: not trained).
     wrt: the nnx filter of the parameters the optimizer updates (gradients are taken
       for those only; LoRA: the adapters and the head).
+    position_limits: int [channels] or None, `Candidates.position_limits`: a token trains
+      channel c only if its place in the protein (`batch['residue_index']`) is below it.
   """
   lc = config.loss
   heads = tuple(
@@ -60,6 +86,9 @@ def make_train_step(
   num_segments = config.data.max_segments if config.data.mode == 'pack' else 1
   rng0 = jax.random.key(config.seed)
   channel_mask = jnp.asarray(channel_mask, jnp.float32)
+  limited = position_limits is not None and bool(
+    (np.asarray(position_limits) < np.iinfo(np.int32).max).any()
+  )
 
   def loss_fn(model, batch, step):
     tokens, seg = batch['tokens'], batch['segment_ids']
@@ -76,7 +105,14 @@ def make_train_step(
     out = model(inputs, seg, batch['positions'], heads=heads, num_segments=num_segments)
     total, aux = 0.0, {}
     if lc.ptm_weight:
-      weights = (cand_table[tokens] & residue[..., None]).astype(jnp.float32) * channel_mask
+      weights = loss_weights(
+        cand_table,
+        tokens,
+        residue,
+        channel_mask,
+        batch['residue_index'] if limited else None,
+        position_limits if limited else None,
+      )
       loss, n = losses.ptm_loss(
         out['ptm'],
         batch['labels'],

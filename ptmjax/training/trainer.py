@@ -39,7 +39,7 @@ from ptmjax import paths
 from ptmjax import sharding as shd
 from ptmjax.data import pipeline, ptm_types, sources
 from ptmjax.data import tokenizer as tok
-from ptmjax.data.candidates import Candidates
+from ptmjax.data.candidates import Candidates, outside_dict
 from ptmjax.errors import Preempted, UsageError, WorkdirError
 from ptmjax.evaluation import calibration as calib
 from ptmjax.evaluation import scoring
@@ -102,12 +102,15 @@ def channel_loss_weights(config, channels) -> np.ndarray:
 
 
 def channels_and_weights(config, train_source, candidates: Candidates):
-  """The channels trained (only those with both classes in the training data) and the
-  positive-class weight per channel ('auto': negatives / positives, capped)."""
+  """The channels trained (only those with both classes in the training data), the
+  positive-class weight per channel ('auto': negatives / positives, capped), and
+  {channel: training sites outside its candidates} (never trained on)."""
   channels = list(config.loss.channels or ptm_types.PTM_NAMES)
   pos_weight = config.loss.pos_weight
+  outside = {}
   if config.loss.ptm_weight or config.loss.count_weight:
-    pos, neg = candidates.label_counts(train_source)
+    pos, neg, out = candidates.site_counts(train_source)
+    outside = outside_dict(out)
     channels = [c for c in channels if pos[ptm_types.INDEX[c]] and neg[ptm_types.INDEX[c]]]
   if pos_weight == 'auto' and not config.loss.ptm_weight:
     pos_weight = 1.0  # no PTM loss: nothing to weigh
@@ -116,7 +119,7 @@ def channels_and_weights(config, train_source, candidates: Candidates):
   if pos_weight == 'auto':
     pos_weight = np.minimum(neg / np.maximum(pos, 1), config.loss.max_pos_weight).astype(np.float32)
   pos_weight = np.broadcast_to(np.asarray(pos_weight, np.float32), (ptm_types.NUM_TYPES,))
-  return channels, pos_weight
+  return channels, pos_weight, outside
 
 
 # --- the loop --------------------------------------------------------------------------
@@ -327,12 +330,19 @@ def _train(config, workdir) -> dict:
   train_source, data_info = sources.training_examples(config.data)
   candidates = Candidates.from_config(config.data.candidates, train_source)
   model_cfg, tokenizer = model_and_tokenizer(config)
-  channels, pos_weight = channels_and_weights(config, train_source, candidates)
+  channels, pos_weight, outside = channels_and_weights(config, train_source, candidates)
   channel_mask = channel_loss_weights(config, channels)
+  outside = {c: n for c, n in outside.items() if c in channels}
+  if outside:
+    log.info(
+      "training sites outside their channel's candidates (not trained on): %s",
+      ', '.join(f'{c} {n}' for c, n in outside.items()),
+    )
   run_info = {
     'data': data_info,
     'channels': channels,
     'candidates': candidates.to_json(),
+    'sites_outside_candidates': outside,
     'pos_weight': dict(zip(ptm_types.PTM_NAMES, map(float, pos_weight), strict=True)),
     'channel_weights': {
       n: float(w) for n, w in zip(ptm_types.PTM_NAMES, channel_mask, strict=True) if w
@@ -465,7 +475,14 @@ def _train(config, workdir) -> dict:
   # ---- Steps ----------------------------------------------------------------------
   cand_table = jnp.asarray(candidates.token_table(tokenizer))
   step_fn = make_train_step(
-    graphdef, config, tokenizer, cand_table, pos_weight, channel_mask, wrt=wrt
+    graphdef,
+    config,
+    tokenizer,
+    cand_table,
+    pos_weight,
+    channel_mask,
+    wrt=wrt,
+    position_limits=candidates.position_limits() if candidates.positions else None,
   )
   train_step = jax.jit(
     step_fn,
