@@ -14,8 +14,8 @@ Stages, each a `ptmjax train` run in its own work dir (re-running resumes):
   count    optional (`count_pretask=True`): the blog's pre-task, per-protein PTM
            counts on YAAM from init, then YAAM per residue.
 
-Sizes: `tiny` (CI smoke, a minute), `small` (2 CPU cores, about an hour for 3
-seeds), `full` (GPU/TPU, ESM-2-35M-sized), `quickstart` (synthetic data generated
+Sizes: `tiny` (CI smoke, a minute), `small` (5 seeds and the transfer curve at
+10 / 25 / 50 %: 7 hours on 2 CPU cores, resumable), `full` (GPU/TPU, ESM-2-35M-sized), `quickstart` (synthetic data generated
 in code, no files; what `ptmjax quickstart` runs, a few minutes). Any of them with
 `-proteinbert` (e.g. `compare:small-proteinbert`) runs every stage with a
 ProteinBERT encoder of that size instead of the transformer.
@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif size == 'small':
     c.seeds = '0,1,2,3,4'
     c.report.bootstrap = 500
-    c.transfer.update(fractions=(0.1, 0.25, 0.5), seeds='0,1')
+    c.transfer.update(fractions=(0.1, 0.25, 0.5), seeds=c.seeds)
   elif size == 'quickstart':
     c.seeds = '0,1'
     c.stage0.enabled = False  # random synthetic sequences have nothing to pretrain on
