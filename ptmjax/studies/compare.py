@@ -30,7 +30,7 @@ from ptmjax import paths
 from ptmjax.data import ptm_types, sources
 from ptmjax.data.candidates import Candidates
 from ptmjax.errors import UsageError
-from ptmjax.evaluation import baselines, metrics, report, scoring
+from ptmjax.evaluation import baselines, report, scoring
 from ptmjax.models import create_model
 from ptmjax.studies import compare_report, compare_stats, runs
 
@@ -111,25 +111,63 @@ def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
   return path
 
 
-ARM_STAGES = {'single': 'single', 'two': 'stage2'}
+# Each arm: (the stage config it trains with, the stage-1 variant it starts from or None
+# for the initial weights). 'two_nolys' is the ablation of issue 25: stage 1 trained
+# without the lysine channels, so a lysine loss after it is encoder drift, not a
+# conflict of label conventions.
+ARMS = {
+  'single': ('single', None),
+  'two': ('stage2', 'stage1'),
+  'two_nolys': ('stage2', 'stage1_nolys'),
+}
+ARM_STAGES = {arm: stage for arm, (stage, _) in ARMS.items()}
+# The stages whose checkpoints, patience and recipes follow `select_metric`.
+SELECTING_STAGES = ('stage1', 'stage2', 'single')
+LYSINE_CHANNELS = ('ubiquitination', 'acetylation', 'succinylation', 'sumoylation', 'methylation')
 
 
-def choose_recipes(config, workdir: pathlib.Path, init, stage1: dict) -> tuple[dict, dict]:
-  """The stage-2 recipe of each arm, chosen on validation from the same grid.
+def arms_of(config) -> list[str]:
+  arms = list(config.get('arms', ('single', 'two')))
+  unknown = [a for a in arms if a not in ARMS]
+  if unknown or 'single' not in arms:
+    raise UsageError(f'arms {arms}: each one of {list(ARMS)}, and single among them')
+  return arms
 
-  Every recipe is trained for both arms on the first seed; each arm keeps the recipe
-  with the best validation `checkpoint.best_metric` (test data choose nothing), so
-  single- and two-stage get the same tuning effort.
+
+def stage1_variants(config) -> dict[str, ml_collections.ConfigDict]:
+  """{name: stage-1 config} of the stage-1 runs the chosen arms start from."""
+  out = {}
+  for arm in arms_of(config):
+    variant = ARMS[arm][1]
+    if variant == 'stage1':
+      out[variant] = config.stage1
+    elif variant == 'stage1_nolys':
+      c = ml_collections.ConfigDict(config.stage1.to_dict())
+      kept = [ch for ch in config.report.channels if ch not in LYSINE_CHANNELS]
+      c.loss.channels = tuple(kept)
+      out[variant] = c
+  return out
+
+
+def _start(arm, init, stage1: dict, seed):
+  variant = ARMS[arm][1]
+  return init if variant is None else stage1[variant, seed]
+
+
+def choose_recipes(config, workdir: pathlib.Path, init, stage1: dict, seed) -> tuple[dict, dict]:
+  """The stage-2 recipe of each arm on `seed`, chosen on validation from the same grid.
+
+  Every recipe is trained for every arm; each arm keeps the recipe with the best
+  validation `checkpoint.best_metric` (test data choose nothing), so every arm gets the
+  same tuning effort. With `recipe_per_seed`, every seed chooses on its own runs.
 
   Returns:
     ({arm: recipe name}, {arm: {recipe: validation value}}).
   """
   recipes = recipes_of(config)
-  seed = seeds_of(config)[0]
   chosen, grid = {}, {}
-  for arm, stage_name in ARM_STAGES.items():
-    stage = config[stage_name]
-    start = init if arm == 'single' else stage1[seed]
+  for arm in arms_of(config):
+    stage = config[ARM_STAGES[arm]]
     grid[arm] = {}
     for name, overrides in recipes.items():
       path = _train(
@@ -138,44 +176,48 @@ def choose_recipes(config, workdir: pathlib.Path, init, stage1: dict) -> tuple[d
         f'{arm}/{seed}/{name}',
         seed=seed,
         data_dir=config.data_dir,
-        init=start,
+        init=_start(arm, init, stage1, seed),
         overrides=overrides,
       )
       grid[arm][name] = val_metric(path, stage.checkpoint.best_metric)
     values = grid[arm]
     chosen[arm] = max(values, key=lambda k: -np.inf if np.isnan(values[k]) else values[k])
     if len(recipes) > 1:
-      log.info('%s: recipe %s chosen on validation (%s)', arm, chosen[arm], values)
+      log.info('%s/%s: recipe %s chosen on validation (%s)', arm, seed, chosen[arm], values)
   return chosen, grid
 
 
 def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict, dict]:
-  """Trains every stage; returns (init, {(arm, seed): final model folder}, recipe info)."""
+  """Trains every stage; returns (init, {(arm, seed): final model folder}, recipe info).
+
+  Recipe info: 'chosen' {arm: recipe} of the first seed (what the transfer curve uses),
+  'per_seed' {seed: {arm: recipe}}, 'grid' {seed: {arm: {recipe: value}}}."""
   init = initial_weights(config, workdir)
   models = {}
   recipes = recipes_of(config)
   kw = dict(data_dir=config.data_dir)
-  for seed in seeds_of(config):
-    models['stage1', seed] = _train(
-      config.stage1,
-      workdir / f'seed{seed}' / 'stage1',
-      f'stage1/{seed}',
-      seed=seed,
-      init=init,
-      **kw,
-    )
-  stage1 = {s: models['stage1', s] for s in seeds_of(config)}
-  chosen, grid = choose_recipes(config, workdir, init, stage1)
-  for seed in seeds_of(config):
+  seeds = seeds_of(config)
+  stage1, per_seed, grid = {}, {}, {}
+  # Seed outermost: a study stopped part-way leaves whole seeds, which a report can use.
+  for seed in seeds:
+    for variant, stage in stage1_variants(config).items():
+      stage1[variant, seed] = _train(
+        stage, workdir / f'seed{seed}' / variant, f'{variant}/{seed}', seed=seed, init=init, **kw
+      )
+    models['stage1', seed] = stage1['stage1', seed]
+    if config.get('recipe_per_seed', False) or seed == seeds[0]:
+      per_seed[seed], grid[seed] = choose_recipes(config, workdir, init, stage1, seed)
+    else:  # the first seed's choice for every seed
+      per_seed[seed] = per_seed[seeds[0]]
     d = workdir / f'seed{seed}'
-    for arm, stage_name in ARM_STAGES.items():
+    for arm in arms_of(config):
       models[arm, seed] = _train(
-        config[stage_name],
-        _arm_dir(d, arm, chosen[arm]),
+        config[ARM_STAGES[arm]],
+        _arm_dir(d, arm, per_seed[seed][arm]),
         f'{arm}/{seed}',
         seed=seed,
-        init=init if arm == 'single' else stage1[seed],
-        overrides=recipes[chosen[arm]],
+        init=_start(arm, init, stage1, seed),
+        overrides=recipes[per_seed[seed][arm]],
         **kw,
       )
     if config.count_pretask:
@@ -185,7 +227,8 @@ def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict, dict]
       stage = ml_collections.ConfigDict(config.single.to_dict())
       stage.init_from.skip = ('ptm_head/.*',)  # keep the encoder and count head
       models['count', seed] = _train(stage, d / 'count', f'count/{seed}', seed=seed, init=c1, **kw)
-  return init, models, {'chosen': chosen, 'grid': grid, 'recipes': recipes}
+  info = {'chosen': per_seed[seeds[0]], 'per_seed': per_seed, 'grid': grid, 'recipes': recipes}
+  return init, models, info
 
 
 def train_transfer(config, workdir: pathlib.Path, init, models: dict, chosen: dict) -> dict:
@@ -199,7 +242,7 @@ def train_transfer(config, workdir: pathlib.Path, init, models: dict, chosen: di
   # report over fewer seeds can use at once.
   for seed in seeds:
     for fraction in config.transfer.fractions:
-      for arm, stage_name in ARM_STAGES.items():
+      for arm, stage_name in (('single', 'single'), ('two', 'stage2')):
         out[arm, seed, fraction] = _train(
           config[stage_name],
           workdir / 'transfer' / f'fraction{fraction:g}' / f'seed{seed}' / arm,
@@ -273,11 +316,10 @@ def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
   proteins stage 1 was evaluated on. Stage 1 that does not beat it has learned less
   than a motif model, and transfer from it means little. Cached in WORKDIR."""
   metric = config.stage1.checkpoint.best_metric
-  channel = metric.split('/')[1]
+  _, channel, stat = metric.split('/')
   path = workdir / 'stage1_baseline.json'
-  if path.exists():
-    base = json.loads(path.read_text())
-  else:
+  base = json.loads(path.read_text()) if path.exists() else {}
+  if base.get('metric') != metric:  # computed for another selection metric: again
     data = _stage_config(config.stage1, seed=0, data_dir=config.data_dir, init=None).data
     train, _ = sources.training_examples(data)
     info = json.loads((next(iter(stage1.values())).parent / 'run_info.json').read_text())
@@ -285,9 +327,11 @@ def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
     val = sources.examples(data, sources.main_spec(data, data.eval_split))
     n = config.stage1.eval.max_proteins or len(val)
     flat_val = _flat(val[:n])
-    model = baselines.WindowLogReg().fit(_flat(train), cand, [channel])
-    _, y, s = report.channel_targets(flat_val, model.predict(flat_val, cand), cand, channel)
-    base = {'metric': metric, 'window_logreg': metrics.auroc(y, s), 'proteins': n}
+    # The channels stage 1 trained and evaluated ('mean' is their mean, as in training).
+    fit_on = info['channels'] if channel == report.MEAN else [channel]
+    model = baselines.WindowLogReg().fit(_flat(train), cand, fit_on)
+    out, _ = report.channel_report(flat_val, model.predict(flat_val, cand), cand, fit_on)
+    base = {'metric': metric, 'window_logreg': out[f'val/{channel}/{stat}'], 'proteins': n}
     runs.write_text(path, json.dumps(base, indent=2) + '\n')
   per_seed = {int(seed): val_metric(p, metric) for seed, p in stage1.items()}
   beats = all(v > base['window_logreg'] for v in per_seed.values())
@@ -316,6 +360,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
   # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
   earlier_s = runs.total_seconds(workdir)
+  if config.get('select_metric'):
+    for name in SELECTING_STAGES:
+      config[name].checkpoint.best_metric = config.select_metric
   init, models, recipe_info = train_arms(config, workdir)
   seed_list = seeds_of(config)
   seed0 = seed_list[0]
@@ -419,6 +466,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'stage1_proteins_before': sum(stage1_info['data']['sources'].values()),
     'stage1_check': gate,
     'recipes': recipe_info,
+    'select_metric': config.single.checkpoint.best_metric,
+    'arms': arms_of(config),
     'runs': run_summaries(models),
     'loss_channels': single_info.get('channel_weights'),
     'any_channels': mods,
@@ -443,14 +492,19 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
 
 def run_summaries(models: dict) -> dict:
   """Per run: the step its final model is from, the last step trained, whether patience
-  stopped it, and its training seconds."""
+  stopped it, its step cap and whether it reached it, and its training seconds."""
   out = {}
   for key, path in models.items():
     info = ckpt.read_meta(path).get('info', {})
+    cap = json.loads((path.parent / 'config.json').read_text())['optim']['total_steps']
+    last = info.get('last_step', info.get('step'))
     out['/'.join(map(str, key))] = {
       'step': info.get('step'),
-      'last_step': info.get('last_step', info.get('step')),
+      'last_step': last,
       'stopped_early': info.get('stopped_early', False),
+      # A run that reached its step cap was still improving or flat: not a plateau.
+      'cap': cap,
+      'hit_cap': last is not None and last >= cap,
       'seconds': runs.read_timing(path.parent)['seconds'],
     }
   return out

@@ -239,12 +239,15 @@ def write_report(outdir, config, results, info, files, separation, command, wall
   ]
   recipes = info.get('recipes') or {}
   if len(recipes.get('recipes', {})) > 1:
-    lines += ['', '### Stage-2 recipe, chosen on validation per arm (first seed)', '']
-    lines += ['| arm | ' + ' | '.join(recipes['recipes']) + ' | chosen |']
-    lines += ['|---|' + '---|' * (len(recipes['recipes']) + 1)]
-    for arm, values in recipes['grid'].items():
-      cells = ' | '.join(f'{values[r]:.3f}' for r in recipes['recipes'])
-      lines.append(f'| {ARM_LABELS[arm]} | {cells} | {recipes["chosen"][arm]} |')
+    metric = info.get('select_metric', 'the validation metric')
+    lines += ['', f'### Stage-2 recipe, chosen on validation `{metric}` per arm and seed', '']
+    lines += ['| seed | arm | ' + ' | '.join(recipes['recipes']) + ' | chosen |']
+    lines += ['|---|---|' + '---|' * (len(recipes['recipes']) + 1)]
+    for seed, arms in recipes['grid'].items():
+      for arm, values in arms.items():
+        cells = ' | '.join(f'{values[r]:.3f}' for r in recipes['recipes'])
+        chosen = recipes['per_seed'][seed][arm]
+        lines.append(f'| {seed} | {ARM_LABELS.get(arm, arm)} | {cells} | {chosen} |')
     lines += ['', 'Recipes: ' + '; '.join(
       f'`{k}` = {json.dumps(v)}' for k, v in recipes['recipes'].items()) + '.']  # fmt: skip
   for view, title in (
@@ -322,11 +325,17 @@ def write_report(outdir, config, results, info, files, separation, command, wall
           f'{_fmt(r["two"]["auroc"], r["two"]["ci"])} | {_diff_line(d)} | {len(r["seeds"])} |'
         )
   if info.get('runs'):
-    lines += ['', '## Runs', '', '| run | final model from step | last step | '
-              'stopped by patience | training s |', '|---|---|---|---|---|']  # fmt: skip
-    for key, r in info['runs'].items():
+    runs = info['runs']
+    capped = [k for k, r in runs.items() if r.get('hit_cap')]
+    lines += ['', '## Runs (stopping steps)', '']
+    lines += [f'{len(capped)} of {len(runs)} runs reached their step cap'
+              + (f' ({", ".join(capped)}): not a plateau.' if capped else '; patience ended the rest.'),
+              '', '| run | final model from step | last step | cap | reached cap | '
+              'stopped by patience | training s |', '|---|---|---|---|---|---|---|']  # fmt: skip
+    for key, r in runs.items():
       lines.append(
-        f'| {key} | {r["step"]} | {r["last_step"]} | {"yes" if r["stopped_early"] else "no"} | '
+        f'| {key} | {r["step"]} | {r["last_step"]} | {r.get("cap", "")} | '
+        f'{"yes" if r.get("hit_cap") else "no"} | {"yes" if r["stopped_early"] else "no"} | '
         f'{r["seconds"]:.0f} |'
       )
   if separation:

@@ -23,10 +23,11 @@ ARM_LABELS = {
   'window_composition': 'logistic regression, window +/-15 + composition',
   'single': 'single-stage (YAAM only)',
   'two': 'two-stage (ptmDB, then YAAM)',
+  'two_nolys': 'two-stage, lysine channels masked in stage 1',
   'count': 'count pre-task, then YAAM',
 }
 BASELINES = ('identity', 'composition', 'logreg', 'window_composition')
-MODELS = ('single', 'two', 'count')
+MODELS = ('single', 'two', 'two_nolys', 'count')
 # Model-minus-baseline differences reported for every model arm.
 AGAINST = ('logreg', 'window_composition', 'composition')
 
@@ -157,7 +158,8 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
           a['f1_at_val_threshold'] = float(np.mean([m[0] for m in thr]))
           a['mcc_at_val_threshold'] = float(np.mean([m[1] for m in thr]))
         out['arms'][arm] = a
-      pairs = [('two', 'single'), ('count', 'single')]
+      pairs = [('two', 'single'), ('two_nolys', 'single'), ('two_nolys', 'two')]
+      pairs += [('count', 'single')]
       pairs += [(m, b) for m in MODELS for b in AGAINST]
       for arm, ref in pairs:
         if arm not in hier or ref not in hier:
