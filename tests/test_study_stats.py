@@ -144,3 +144,92 @@ def test_composition_baseline_scores_proteins_not_residues():
     flat, {'phosphorylation': 'STY'}, ['phosphorylation']
   )
   assert both.models['phosphorylation'].coef_.shape[1] == 31 * 21 + 21
+
+
+def test_cluster_bootstrap_equals_brute_force_cluster_resampling():
+  rng = np.random.default_rng(5)
+  y, group, scores = _toy(num_proteins=12, rng=rng)
+  clusters = np.array(list('aabbbcdeefgh'))  # 8 clusters over 12 proteins
+  n = 25
+  counts = bootstrap.cluster_resamples(clusters, n, seed=2)
+  names = sorted(set(clusters))
+  draws = np.random.default_rng(2).integers(0, len(names), size=(n, len(names)))
+  for b in range(n):
+    # Brute force: draw clusters, take every protein of each drawn cluster once per draw.
+    proteins = [p for c in draws[b] for p in np.flatnonzero(clusters == names[c])]
+    np.testing.assert_array_equal(counts[b], np.bincount(proteins, minlength=12))
+    rows = np.concatenate([np.flatnonzero(group == p) for p in proteins])
+    fast = bootstrap.Ranked(y, scores[0], group).scores(counts[b])
+    slow = (
+      roc_auc_score(y[rows], scores[0][rows]),
+      average_precision_score(y[rows], scores[0][rows]),
+    )
+    np.testing.assert_allclose(fast, slow, rtol=1e-10)
+
+
+def test_duplicated_proteins_exclude_zero_by_protein_but_not_by_cluster():
+  # 6 clusters, one of them 20 near-identical copies where arm A wins; elsewhere the arms
+  # tie. Resampling proteins treats the copies as 20 observations; clusters, as one.
+  rng = np.random.default_rng(0)
+  clusters, ys, a, b = [], [], [], []
+  for c in range(6):
+    for _copy in range(20 if c == 0 else 1):
+      y = rng.random(200) < 0.2
+      noise = rng.normal(size=200)
+      ys.append(y)
+      a.append(y * (2.0 if c == 0 else 0.5 + 0.4 * (c % 2)) + noise)
+      b.append(y * (0.5 if c == 0 else 0.9 - 0.4 * (c % 2)) + noise)
+      clusters.append(c)
+  y, sa, sb = np.concatenate(ys), np.concatenate(a), np.concatenate(b)
+  group = np.repeat(np.arange(len(clusters)), 200)
+  ra, rb = bootstrap.Ranked(y, sa, group), bootstrap.Ranked(y, sb, group)
+
+  def diffs(counts):
+    return np.array([ra.scores(c)[0] - rb.scores(c)[0] for c in counts])
+
+  by_protein = bootstrap.interval(diffs(bootstrap.resamples(len(clusters), 400)))
+  by_cluster = bootstrap.interval(diffs(bootstrap.cluster_resamples(clusters, 400)))
+  assert by_protein[0] > 0
+  assert by_cluster[0] < 0 < by_cluster[1]
+
+
+def test_seed_t_interval_covers_at_five_seeds_where_the_percentile_bootstrap_does_not():
+  rng = np.random.default_rng(1)
+  trials, seeds, covered_t, covered_boot = 2000, 5, 0, 0
+  idx = bootstrap.seed_resamples(seeds, 500, seed=3)
+  for _ in range(trials):
+    d = rng.normal(0.0, 1.0, seeds)  # true mean 0; the test-set variance is nil here
+    lo, hi = bootstrap.seed_and_test_interval(d, np.zeros(50))['ci']
+    covered_t += lo <= 0 <= hi
+    blo, bhi = bootstrap.interval(d[idx].mean(1))
+    covered_boot += blo <= 0 <= bhi
+  assert 0.93 < covered_t / trials < 0.97
+  assert covered_boot / trials < 0.90  # the undercoverage the t interval corrects
+
+
+def test_seed_and_test_variances_add():
+  d = np.array([0.01, 0.03, 0.02, 0.04, 0.00])
+  test = np.random.default_rng(0).normal(0.02, 0.01, 1000)
+  r = bootstrap.seed_and_test_interval(d, test)
+  assert r['se_seed'] == pytest.approx(d.std(ddof=1) / np.sqrt(5))
+  assert r['se_test'] == pytest.approx(test.std(ddof=1))
+  se = np.hypot(r['se_seed'], r['se_test'])
+  assert r['ci'][1] - r['ci'][0] > 2 * 1.96 * se  # a t quantile, wider than the normal one
+  assert 4 <= r['df'] < 1e6
+
+
+def test_holm_adjusts_against_hand_computed_values():
+  # Sorted p 0.01, 0.02, 0.03, 0.5 with m = 4: 0.04, max(0.04, 0.06), max(0.06, 0.06), 0.5.
+  out = bootstrap.holm({'a': 0.03, 'b': 0.01, 'c': 0.5, 'd': 0.02, 'e': float('nan')})
+  assert out['b'] == pytest.approx(0.04)
+  assert out['d'] == pytest.approx(0.06)
+  assert out['a'] == pytest.approx(0.06)
+  assert out['c'] == pytest.approx(0.5)
+  assert np.isnan(out['e'])
+
+
+def test_verdict_needs_the_holm_adjusted_p_value_as_well_as_the_interval():
+  d = {'auroc_ci': (0.001, 0.02)}
+  assert compare_stats.verdict(d) == 'two-stage is better'
+  assert compare_stats.verdict({**d, 'p_holm': 0.2}) == 'no clear difference'
+  assert compare_stats.verdict({'auroc_ci': (-0.03, -0.01), 'p_holm': 0.01}) == 'two-stage is worse'

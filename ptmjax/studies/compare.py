@@ -421,8 +421,10 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
         model.predict(flat) if arm == 'identity' else model.predict(flat, candidates)
       )
 
+  # Test proteins are resampled by homology cluster (the split's MMseqs2 clusters).
+  clusters = [sources.text(ex.get('cluster', '')) or sources.text(ex['id']) for ex in test]
   results = compare_stats.compare(
-    config, flat_val, flat_test, scores, candidates, channels, mods, calibrations
+    config, flat_val, flat_test, scores, candidates, channels, mods, calibrations, clusters
   )
   curve = None
   if transfer_models:
@@ -467,6 +469,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'stage1_check': gate,
     'recipes': recipe_info,
     'select_metric': config.single.checkpoint.best_metric,
+    'resample': 'clusters',
+    'test_clusters': len(set(clusters)),
     'arms': arms_of(config),
     'runs': run_summaries(models),
     'loss_channels': single_info.get('channel_weights'),

@@ -161,8 +161,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
                  curve=None):  # fmt: skip
   lines = [f'# Single-stage vs two-stage PTM prediction ({config.size})', '']
   seeds = len(info['seeds'])
+  unit = 'homology clusters' if info.get('resample') == 'clusters' else 'proteins'
   ci_words = (
-    f'95 % interval resampling test proteins and the {seeds} trained seeds together'
+    f'95 % interval over the {seeds} trained seeds (Student t, {seeds - 1} degrees of freedom '
+    f'for the seed variance) and test {unit} (resampled), added; a verdict needs the '
+    'interval to exclude 0 and the Holm-adjusted p-value across all rows and views of '
+    'the pair to be below 0.05'
     if seeds > 1
     else '95 % interval over test proteins only (one trained seed: the seed-to-seed spread is '
     'not measured)'
@@ -277,20 +281,25 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         lines.append(cells)
   lines += ['', '## Paired differences', '']
   lines += [
-    f'AUROC intervals resample seeds and proteins ({ci_words}); the protein-only interval '
-    '(seeds fixed and averaged, as reported before) is beside it.',
+    f'AUROC intervals: {ci_words}. Beside it: the percentile interval of the joint '
+    f'bootstrap (seeds and {unit} resampled; too narrow at few seeds), the test-only '
+    'interval (seeds fixed and averaged), p and Holm-adjusted p.',
     '',
-    '| row | view | difference | AUROC [95 % CI] | AUROC, proteins only | AUPRC [95 % CI] | '
-    'resamples > 0 |',
-    '|---|---|---|---|---|---|---|',
+    '| row | view | difference | AUROC [95 % CI] | bootstrap percentile | test only | p | '
+    'p (Holm) | AUPRC [95 % CI] |',
+    '|---|---|---|---|---|---|---|---|---|',
   ]
+
+  def _ci(ci):
+    return f'[{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci else ''
+
   for name, row in results.items():
     for view, v in row['views'].items():
       for k, d in v['differences'].items():
-        lo, hi = d['auroc_ci_proteins_only']
+        p, ph = d.get('p', float('nan')), d.get('p_holm', float('nan'))
         lines.append(
-          f'| {name} | {view} | {k} | {_diff_line(d)} | [{lo:+.3f}, {hi:+.3f}] | '
-          f'{_diff_line(d, "auprc")} | {100 * d["auroc_share_better"]:.0f} % |'
+          f'| {name} | {view} | {k} | {_diff_line(d)} | {_ci(d.get("auroc_ci_bootstrap"))} | '
+          f'{_ci(d["auroc_ci_proteins_only"])} | {p:.3g} | {ph:.3g} | {_diff_line(d, "auprc")} |'
         )
   cal_rows = [(n, r['calibration']) for n, r in results.items() if r.get('calibration')]
   if cal_rows:

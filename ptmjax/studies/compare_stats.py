@@ -77,7 +77,10 @@ def _ci_summary(point, boot):
   }
 
 
-def compare(config, flat_val, flat_test, scores, candidates, channels, mods, calibrations=None):
+def compare(
+  config, flat_val, flat_test, scores, candidates, channels, mods, calibrations=None,
+  test_clusters=None,
+):  # fmt: skip
   """Metrics, intervals and paired differences per table row, view and arm.
 
   Intervals resample test proteins and trained seeds together (`bootstrap.hierarchical`):
@@ -89,6 +92,14 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
   Args:
     scores: {(arm, seed, split): [N, 16] probabilities}; baselines have one seed.
     calibrations: {(arm, seed): {channel: [a, b]}} stored with each model (optional).
+    test_clusters: [P] the homology cluster of each test protein: resamples draw whole
+      clusters (`bootstrap.cluster_resamples`); None resamples single proteins.
+
+  Each difference's `auroc_ci` and `p` come from `bootstrap.seed_and_test_interval` (the
+  seed variance with its degrees of freedom, plus the cluster-resample variance);
+  `p_holm` adjusts `p` across every row and view of the same pair, and the verdicts
+  (`verdict`) need both the interval and `p_holm`. The percentile interval of the
+  joint bootstrap is kept as `auroc_ci_bootstrap`.
 
   Returns:
     {row: {'test_sites', 'test_residues', 'views': {'pooled'|'within': {...}},
@@ -97,7 +108,10 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
   arms = sorted({a for a, _, _ in scores}, key=list(ARM_LABELS).index)
   seeds = {a: sorted({s for b, s, _ in scores if b == a}) for a in arms}
   n_boot = config.report.bootstrap
-  counts = bootstrap.resamples(len(flat_test.offsets) - 1, n_boot)
+  if test_clusters is not None:
+    counts = bootstrap.cluster_resamples(test_clusters, n_boot)
+  else:
+    counts = bootstrap.resamples(len(flat_test.offsets) - 1, n_boot)
   max_seeds = max(len(v) for v in seeds.values())
   seed_draws = bootstrap.seed_resamples(max_seeds, n_boot)
   group_of = np.searchsorted(flat_test.offsets, np.arange(len(flat_test.residues)), 'right') - 1
@@ -165,11 +179,21 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
         if arm not in hier or ref not in hier:
           continue
         d_h, d_p = hier[arm] - hier[ref], prot[arm] - prot[ref]
+        tests = [
+          bootstrap.seed_and_test_interval(_paired_seeds(out['arms'], arm, ref, m), d_p[:, i])
+          for i, m in enumerate(('auroc', 'auprc'))
+        ]
         out['differences'][f'{arm}-{ref}'] = {
           'auroc': out['arms'][arm]['auroc'] - out['arms'][ref]['auroc'],
           'auprc': out['arms'][arm]['auprc'] - out['arms'][ref]['auprc'],
-          'auroc_ci': bootstrap.interval(d_h[:, 0]),
-          'auprc_ci': bootstrap.interval(d_h[:, 1]),
+          'auroc_ci': tests[0]['ci'],
+          'auprc_ci': tests[1]['ci'],
+          'p': tests[0]['p'],
+          'df': tests[0]['df'],
+          'se_seed': tests[0]['se_seed'],
+          'se_test': tests[0]['se_test'],
+          'auroc_ci_bootstrap': bootstrap.interval(d_h[:, 0]),
+          'auprc_ci_bootstrap': bootstrap.interval(d_h[:, 1]),
           'auroc_ci_proteins_only': bootstrap.interval(d_p[:, 0]),
           'auroc_share_better': float(np.mean(d_h[:, 0] > 0)),
           'auprc_share_better': float(np.mean(d_h[:, 1] > 0)),
@@ -180,7 +204,32 @@ def compare(config, flat_val, flat_test, scores, candidates, channels, mods, cal
         flat_test, scores, candidates, name, mods, arms, seeds, calibrations or {}
       )
     results[name] = row
+  _holm(results)
   return results
+
+
+def _paired_seeds(arms: dict, arm: str, ref: str, metric: str) -> np.ndarray:
+  """Per-seed differences arm - ref on the whole test set, paired by seed index (the
+  study trains every arm on the same seeds); a one-seed baseline pairs with each."""
+  a = np.asarray(arms[arm][f'{metric}_per_seed'], np.float64)
+  b = np.asarray(arms[ref][f'{metric}_per_seed'], np.float64)
+  if len(b) == 1 or len(a) == 1:
+    return a - b
+  n = min(len(a), len(b))
+  return a[:n] - b[:n]
+
+
+def _holm(results: dict) -> None:
+  """Adds 'p_holm' to every difference: Holm's adjustment over all rows and views of the
+  same pair (7 rows x 2 views tested at once must not each get a 5 % error rate)."""
+  pairs = {}
+  for name, row in results.items():
+    for view, out in row['views'].items():
+      for pair, d in out['differences'].items():
+        pairs.setdefault(pair, {})[name, view] = d['p']
+  for pair, ps in pairs.items():
+    for (name, view), p in bootstrap.holm(ps).items():
+      results[name]['views'][view]['differences'][pair]['p_holm'] = p
 
 
 def _calibration(flat_test, scores, candidates, name, mods, arms, seeds, calibrations):
@@ -273,8 +322,11 @@ def serine_separation(models: dict, val_exs, test_exs, max_len) -> dict:
 
 
 def verdict(diff, better='two-stage is better', worse='two-stage is worse') -> str:
-  """The words follow the interval (seeds and proteins resampled), nothing else."""
+  """The words follow the interval (seeds and test clusters) and, where present, the
+  Holm-adjusted p-value across rows: a difference is called only when both agree."""
   lo, hi = diff['auroc_ci']
+  if diff.get('p_holm', 0.0) >= 0.05:
+    return 'no clear difference'
   if lo > 0:
     return better
   if hi < 0:
