@@ -14,6 +14,7 @@ import sys
 import time
 
 from ptmjax import commands
+from ptmjax.errors import UsageError
 
 
 def _data_build(args) -> int:
@@ -25,7 +26,7 @@ def _data_build(args) -> int:
     if args.proteome_url:
       kwargs['proteome_url'] = args.proteome_url
   elif args.yaam_file or args.proteome_file or args.proteome_url:
-    raise SystemExit('--yaam-file/--proteome-file/--proteome-url only apply to yaam')
+    raise UsageError('--yaam-file/--proteome-file/--proteome-url only apply to yaam')
   start = time.perf_counter()
   builder = sources.build(
     args.name, args.manual_dir, args.data_dir, args.config, force=args.force, **kwargs
@@ -136,10 +137,7 @@ def _config(spec: str, rest: list[str]):
   """A config name or file[:arg] with --config.KEY=VALUE overrides, locked."""
   from ptmjax import configs
 
-  try:
-    return configs.load(spec, rest)
-  except ValueError as e:  # arguments that are not overrides
-    raise SystemExit(f'ptmjax: {e}') from None
+  return configs.load(spec, rest)  # bad overrides: UsageError, exit 2
 
 
 def detected_cluster() -> tuple[str, int] | None:
@@ -203,12 +201,20 @@ def _add_cluster_arguments(parser) -> None:
   )
 
 
+def jax_process_index() -> int:
+  import jax
+
+  return jax.process_index()
+
+
 def _train(args, rest) -> int:
   _init_distributed(args)
 
   from ptmjax.training import trainer
 
   config = _config(args.config, rest)
+  if args.restart and jax_process_index() == 0:
+    trainer.move_aside(args.workdir)
   result = trainer.train(config, args.workdir)  # Preempted: exit 143 (commands.run_guarded)
   print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1))
   print(f'final model: {args.workdir}/final')
@@ -401,6 +407,11 @@ def main(argv=None) -> int:
   )
   tr.add_argument(
     '--workdir', required=True, help='checkpoints, metrics.jsonl, TensorBoard, final/'
+  )
+  tr.add_argument(
+    '--restart',
+    action='store_true',
+    help='move an existing run in --workdir aside (WORKDIR.replaced-<time>) and start again',
   )
   _add_cluster_arguments(tr)
   tr.set_defaults(fn=_train, takes_rest=True)

@@ -38,28 +38,14 @@ def study_config(name: str, args, overrides):
 def run_guarded(prog: str, fn: Callable[[], int]) -> int:
   """Runs `fn`; bad input (the message names file, line, record) and missing files are the
   user's to fix: one line on stderr and exit 2, not a traceback."""
-  from ptmjax.data.records import InputError
-  from ptmjax.errors import (
-    ModelFolderError,
-    NonFiniteOutputError,
-    Preempted,
-    UsageError,
-    WorkdirError,
-  )
+  from ptmjax.errors import Preempted, UserError
 
   try:
     return fn()
   except Preempted as e:  # a checkpoint was saved: re-running resumes (studies too)
     print(f'{prog}: preempted: {e}', file=sys.stderr)
     return e.exit_code
-  except (
-    InputError,
-    FileNotFoundError,
-    ModelFolderError,
-    NonFiniteOutputError,
-    UsageError,
-    WorkdirError,
-  ) as e:
+  except (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
     print(f'{prog}: error: {e}', file=sys.stderr)
     return 2
 

@@ -19,17 +19,23 @@ class Preempted(Exception):
     return 128 + int(self.signum)  # 143 for SIGTERM, 130 for Ctrl-C, as shells report them
 
 
-class ModelFolderError(ValueError):
+class UserError(ValueError):
+  """Every error a user fixes (bad input, settings, folders): `commands.run_guarded` prints
+  it as one line and exits 2. Subclasses say what kind; messages name the file, line or
+  setting where known."""
+
+
+class ModelFolderError(UserError):
   """A model folder that cannot be trusted: corrupted, truncated, or not one at all."""
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
   """A setting or argument that cannot work (the message says which and why)."""
 
 
-class WorkdirError(ValueError):
+class WorkdirError(UserError):
   """A work dir that holds another run's checkpoints (the message names what differs)."""
 
 
-class NonFiniteOutputError(ValueError):
+class NonFiniteOutputError(UserError):
   """A model produced NaN or infinity; never written out as a result."""

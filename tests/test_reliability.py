@@ -50,11 +50,10 @@ def test_rerunning_a_finished_run_keeps_its_results(tmp_path):
   assert again == pytest.approx(first)
   assert checkpoint.read_meta(tmp_path / 'final') == meta
   assert (tmp_path / 'metrics.jsonl').read_text() == lines
-  # A changed config is not "finished": it trains (here: resumes past the old end).
+  # Settings that change nothing trained (logging) reuse it.
   c = _config()
-  c.optim.total_steps = 8
-  trainer.train(c, tmp_path)
-  assert checkpoint.read_meta(tmp_path / 'final')['info']['step'] == 8
+  c.log_every_steps = 3
+  assert trainer.train(c, tmp_path) == pytest.approx(first)
 
 
 def test_interrupted_model_save_leaves_the_previous_folder_whole(tmp_path, monkeypatch):
@@ -193,9 +192,9 @@ def test_resuming_with_another_model_is_refused_before_anything_is_written(tmp_p
   with pytest.raises(WorkdirError, match=r'model\.embed_dim: 32 -> 48'):
     trainer.train(other, tmp_path)
   assert (tmp_path / 'config.json').read_text() == stored
-  c.sharding.mesh = {'data': 1, 'fsdp': 1}  # not a model change: resumes
-  c.optim.total_steps = 3
+  c.sharding.mesh = {'data': 1, 'fsdp': 1}  # another mesh: the same run, finished
   trainer.train(c, tmp_path)
+  assert checkpoint.read_meta(tmp_path / 'final')['info']['step'] == 2
 
 
 def test_outputs_are_checked_before_the_work(tmp_path, monkeypatch):
@@ -283,15 +282,16 @@ def test_a_truncated_latest_checkpoint_falls_back_to_best(tmp_path):
       f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated
   with open(tmp_path / 'metrics.jsonl', 'a') as f:  # rows a killed run logged, never saved
     f.write(json.dumps({'step': 7, 'loss': 9.9}) + '\n')
-  c.optim.total_steps = 8
-  trainer.train(c, tmp_path)
-  steps = [
-    json.loads(x)['step']
-    for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()
-    if 'loss' in json.loads(x)
-  ]
-  assert steps == sorted(set(steps)) and steps[-1] == 8 and 9.9 not in steps
-  assert checkpoint.read_meta(tmp_path / 'final')['info']['step'] == 8
+  trainer.train(c, tmp_path)  # resumes from best/6 (latest/6 is unreadable)
+  rows = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  steps = [r['step'] for r in rows if 'loss' in r]
+  assert (
+    steps == sorted(set(steps))
+    and steps[-1] == 6
+    and 9.9 not in [r['loss'] for r in rows if 'loss' in r]
+  )
+  assert 7 not in steps
+  assert checkpoint.read_meta(tmp_path / 'final')['info']['step'] == 6
 
 
 def test_ctrl_c_checkpoints_like_sigterm_and_exits_130(tmp_path):
@@ -368,3 +368,82 @@ def test_unsupported_urls_are_refused_not_made_local(tmp_path, monkeypatch, caps
                    '--data-dir', 'gs://b/tfds']) == 2  # fmt: skip
   assert 'build locally, then copy' in capsys.readouterr().err
   assert not (tmp_path / 'gs:').exists() and not (tmp_path / 's3:').exists()
+
+
+@pytest.mark.parametrize(
+  'key, value',
+  [('optim.lr', 0.5), ('seed', 3), ('data.synthetic.seed', 7), ('optim.total_steps', 8)],
+)
+def test_a_finished_run_with_other_settings_is_refused_not_reused(finished, tmp_path, key, value):
+  """Issue 28 row 1: another lr / seed / data seed used to "resume from step 6", train
+  nothing and rewrite final/ and config.json to claim the new settings."""
+  from ptmjax.errors import WorkdirError
+
+  run = _copy_run(finished, tmp_path)
+  before = (run / 'config.json').read_text(), checkpoint.read_meta(run / 'final')
+  c = _config()
+  *path, last = key.split('.')
+  node = c
+  for part in path:
+    node = node[part]
+  node[last] = value
+  with pytest.raises(WorkdirError, match=f'other settings \\({key}: '):
+    trainer.train(c, run)
+  assert ((run / 'config.json').read_text(), checkpoint.read_meta(run / 'final')) == before
+
+
+def test_restart_moves_the_old_run_aside_and_trains_anew(finished, tmp_path, capsys):
+  from ptmjax import cli
+
+  run = _copy_run(finished, tmp_path)
+  old_meta = checkpoint.read_meta(run / 'final')
+  args = ['train', '--config', 'synthetic:test', '--workdir', str(run), '--single-process',
+          '--config.sharding.num_devices=1', '--config.optim.total_steps=4',
+          '--config.eval.every_steps=0']  # fmt: skip
+  assert cli.main(args) == 2
+  assert 'other settings' in capsys.readouterr().err
+  assert cli.main([*args, '--restart']) == 0
+  aside = [p for p in tmp_path.iterdir() if p.name.startswith('run.replaced-')]
+  assert len(aside) == 1 and checkpoint.read_meta(aside[0] / 'final') == old_meta
+  assert checkpoint.read_meta(run / 'final')['info']['step'] == 4
+
+
+def test_a_study_refuses_a_finished_stage_with_other_settings(finished, tmp_path):
+  """`compare`/`quickstart` used to log "done already" and report the old models."""
+  from ptmjax.errors import WorkdirError
+  from ptmjax.studies import runs
+
+  run = _copy_run(finished, tmp_path)
+  assert runs.train(_config(), run) == run / 'final'  # same settings: reused
+  c = _config()
+  c.optim.lr = 0.5
+  with pytest.raises(WorkdirError, match='optim.lr'):
+    runs.train(c, run)
+
+
+@pytest.mark.parametrize(
+  'override, message',
+  [
+    (
+      '--config.optim.learning_rate=1e-3',
+      'no such setting in config synthetic:test; did you mean optim.lr?',
+    ),
+    ('--config.optim.lr=fast', "could not convert string to float: 'fast'"),
+    ('--config.optim.lr=-1', 'optim.lr=-1.0: must be > 0'),
+    ('--config.data.batch_size=0', 'data.batch_size=0: must be >= 1'),
+    ('--config.data.max_len=2', 'data.max_len=2: must be >= 3'),
+    ('--config.optim.warmup_steps=50', 'optim.warmup_steps=50: must be >= 0 and below'),
+    ('--config.optim.grad_accum_steps=0', 'optim.grad_accum_steps=0: must be >= 1'),
+  ],
+)
+def test_bad_settings_are_one_line_exit_2_before_any_work(tmp_path, capsys, override, message):
+  """Issue 28 rows 7-8: these ran to exit 0 (and wrote a model) or ended in tracebacks."""
+  from ptmjax import cli
+
+  workdir = tmp_path / 'run'
+  code = cli.main(['train', '--config', 'synthetic:test', '--workdir', str(workdir),
+                   '--single-process', override])  # fmt: skip
+  err = capsys.readouterr().err
+  assert code == 2, err
+  assert message in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1
+  assert not workdir.exists()

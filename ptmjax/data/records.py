@@ -11,14 +11,18 @@ import codecs
 import collections
 import dataclasses
 import gzip
+import io
 import logging
 import os
 import pathlib
+import sys
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
 
 from ptmjax.data import ptm_types
+from ptmjax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ EXTRA_AMINO_ACIDS = 'UOBZX'
 ALPHABET = frozenset(STANDARD_AMINO_ACIDS + EXTRA_AMINO_ACIDS)
 
 
-class InputError(ValueError):
+class InputError(UserError):
   """A raw input file is malformed; the message names file and line."""
 
   def __init__(self, path: str | os.PathLike, line: int | None, problem: str):
@@ -103,14 +107,16 @@ class TextLines:
   of a bare UnicodeDecodeError. A UTF-8 byte-order mark is dropped. Lines keep their
   endings (as `open(..., newline='')`), for csv."""
 
-  def __init__(self, path, raw):
-    self.path, self.raw, self.line = path, raw, 0
+  def __init__(self, path, raw, closes=None):
+    self.path, self.raw, self.line, self.closes = path, raw, 0, closes
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
     self.raw.close()
+    if self.closes is not None:
+      self.closes.close()
 
   def _decode(self, data: bytes) -> str:
     self.line += 1
@@ -128,8 +134,11 @@ class TextLines:
       ) from None
 
   def __iter__(self):
-    for data in self.raw:
-      yield self._decode(data)
+    try:
+      for data in self.raw:
+        yield self._decode(data)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+      raise InputError(self.path, self.line + 1, f'broken gzip data ({e})') from None
 
   def readline(self) -> str:
     data = self.raw.readline()
@@ -138,17 +147,31 @@ class TextLines:
   def seek(self, offset: int) -> None:
     if offset != 0:
       raise ValueError('TextLines can only seek to the start')
-    self.raw.seek(0)
+    try:
+      self.raw.seek(0)
+    except (io.UnsupportedOperation, OSError):
+      raise InputError(self.path, None, 'is read twice; a pipe cannot be: give a file') from None
     self.line = 0
 
 
 def open_text(path: str | os.PathLike) -> TextLines:
   """Opens a text file for reading lines, gunzipping it when it is gzip (by its magic
-  bytes, whatever its name)."""
-  path = os.fspath(path)
-  with open(path, 'rb') as f:
-    gzipped = f.read(2) == b'\x1f\x8b'
-  return TextLines(path, gzip.open(path, 'rb') if gzipped else open(path, 'rb'))
+  bytes, whatever its name). Pipes, process substitution (`<(zcat x.gz)`) and `-`
+  (standard input) work too: the file is opened once and its first bytes peeked
+  through the buffer, so nothing is read twice or lost (a second open of a pipe
+  started after the bytes the first one had consumed)."""
+  name = os.fspath(path)
+  if name == '-':
+    raw = sys.stdin.buffer
+    path = '<stdin>'
+  else:
+    if os.path.isdir(name):
+      raise InputError(name, None, 'is a folder; name a file')
+    raw = open(name, 'rb')  # noqa: SIM115 - closed by TextLines
+  buffered = raw if hasattr(raw, 'peek') else io.BufferedReader(raw)
+  if buffered.peek(2)[:2] == b'\x1f\x8b':
+    return TextLines(path, gzip.GzipFile(fileobj=buffered, mode='rb'), closes=buffered)
+  return TextLines(path, buffered)
 
 
 def normalise_sequence(raw: str, path, line: int, tally: Tally, *, allow_marks: str = '') -> str:

@@ -20,6 +20,7 @@ import pickle
 import numpy as np
 
 from ptmjax.data import tokenizer as tok
+from ptmjax.errors import UserError
 from ptmjax.models.config import ModelConfig
 
 PUBLISHED_SHA256 = 'cffb53e237e49fa91f19a4c8bc0898dcfd75fd12eab7833d6e95b36c02ebacbf'
@@ -61,7 +62,7 @@ _ALLOWED = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """The file is not a ProteinBERT weights pickle (the message says why)."""
 
 

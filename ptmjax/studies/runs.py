@@ -98,6 +98,8 @@ def train(config, workdir, name: str = '') -> pathlib.Path:
 
   workdir = paths.as_path(workdir, 'work dir')
   name = name or workdir.name
+  # A finished run is reused only when it was trained with these settings.
+  trainer.check_identity(config, workdir)
   if is_finished(workdir):
     log.info('%s: done already (%s)', name, workdir / 'final')
     return workdir / 'final'

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from ptmjax import paths
+from ptmjax.errors import UserError
 from ptmjax.studies import runs
 
 log = logging.getLogger('sweep')
@@ -43,7 +44,7 @@ PATHS = {
 LOG_SCALE = ('lr', 'weight_decay')
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
   pass
 
 

@@ -129,20 +129,13 @@ def finished_result(config, workdir) -> dict | None:
   if not (final / ckpt.MODEL_FILE).is_file():
     return None
   info = ckpt.read_meta(final).get('info', {})
-  same = _without_lora_off(info.get('config')) == _without_lora_off(
-    json.loads(config.to_json_best_effort())
-  )
+  stored = info.get('config')
+  new = json.loads(config.to_json_best_effort())
+  # The same run when no setting that changes results differs (`identity_changes`).
+  same = isinstance(stored, dict) and not identity_changes(stored, new)
   # 'finished' marks runs that stopped early (patience) or keep their best step.
   done = info.get('finished') or info.get('step') == config.optim.total_steps
   return info.get('metrics', {}) if same and done else None
-
-
-def _without_lora_off(cfg):
-  """A stored config without its `lora` section when LoRA is off: runs finished before
-  the section existed are still this config's runs."""
-  if isinstance(cfg, dict) and not (cfg.get('lora') or {}).get('rank'):
-    return {k: v for k, v in cfg.items() if k != 'lora'}
-  return cfg
 
 
 def _flatten(d, prefix=''):
@@ -188,6 +181,62 @@ def restore_newest_readable(candidates, args, ckpt_dir):
   raise WorkdirError(
     f'{ckpt_dir}: no readable checkpoint ({"; ".join(failures)}); delete the work dir to start over'
   )
+
+
+# Settings that change neither what is trained nor what is selected: a run may resume
+# or be re-run with other values (where to log, how often to save, which devices).
+IDENTITY_FREE = (
+  'progress',
+  'log_every_steps',
+  'checkpoint.every_steps',
+  'checkpoint.keep_best',
+  'data.data_dir',
+  'sharding.',
+)
+
+
+def identity_changes(stored: dict, new: dict) -> list[str]:
+  """Keys of a run's resolved config that differ between `stored` and `new` (nested
+  dicts) and change its result. Keys only one side has are settings added or removed
+  since the run started (their defaults are the old behaviour): not a change."""
+  a, b = _flatten(stored), _flatten(new)
+  lora_on = bool(a.get('lora.rank') or b.get('lora.rank'))
+  return sorted(
+    k
+    for k in set(a) & set(b)
+    if a[k] != b[k] and not k.startswith(IDENTITY_FREE) and (lora_on or not k.startswith('lora.'))
+  )
+
+
+def check_identity(config, workdir) -> None:
+  """Refuses to reuse a finished or partial run trained with other settings (issue 28:
+  a re-run with another lr resumed, trained 0 steps and rewrote `final/` and
+  config.json to claim the new settings over the old weights)."""
+  workdir = paths.as_path(workdir, 'work dir')
+  stored_file = workdir / 'config.json'
+  if not stored_file.is_file():
+    return
+  stored = json.loads(stored_file.read_text())
+  keys = identity_changes(stored, json.loads(config.to_json_best_effort()))
+  if keys:
+    a, b = _flatten(stored), _flatten(json.loads(config.to_json_best_effort()))
+    diffs = ', '.join(f'{k}: {a[k]!r} -> {b[k]!r}' for k in keys[:6])
+    more = f' and {len(keys) - 6} more' if len(keys) > 6 else ''
+    raise WorkdirError(
+      f'{workdir} holds a run trained with other settings ({diffs}{more}); use a new '
+      '--workdir, or --restart to move the old run aside and start again'
+    )
+
+
+def move_aside(workdir) -> pathlib.Path | None:
+  """`--restart`: renames an existing work dir to WORKDIR.replaced-<time> (never deletes)."""
+  workdir = paths.as_path(workdir, 'work dir')
+  if not workdir.exists():
+    return None
+  target = workdir.parent / f'{workdir.name}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
+  workdir.rename(target)
+  log.warning('%s: the earlier run moved to %s', workdir, target)
+  return target
 
 
 def check_resumable(config, workdir) -> None:
@@ -275,6 +324,7 @@ def train(config, workdir) -> dict:
   workdir = paths.as_path(workdir, 'work dir')
   if config.optim.total_steps < 1:
     raise UsageError(f'optim.total_steps is {config.optim.total_steps}: nothing to train')
+  check_identity(config, workdir)
   done = finished_result(config, workdir)
   if done is not None:
     log.info('%s: finished already (step %d); nothing to do', workdir, config.optim.total_steps)
