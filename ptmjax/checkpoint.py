@@ -152,6 +152,20 @@ def read_meta(path) -> dict:
   return meta
 
 
+def model_config(path, meta: dict) -> ModelConfig:
+  """The folder's model config; an edited or damaged one is a ModelFolderError naming
+  the file, not a KeyError deep in the model code."""
+  try:
+    cfg = ModelConfig.from_dict(meta['model'])
+    tokenizer_from_dict(meta['tokenizer'])
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise ModelFolderError(
+      f'{paths.as_path(path) / MODEL_FILE}: not a valid model description '
+      f'({type(e).__name__}: {e}); restore the folder from its source'
+    ) from None
+  return cfg
+
+
 def resolve_model_dir(path) -> pathlib.Path:
   """Accepts a model folder or a training work dir (whose `final/` is one)."""
   path = paths.as_path(path, 'model folder')
@@ -175,7 +189,7 @@ def load_model(path, *, sharding=None, **overrides):
   """
   path = paths.absolute(resolve_model_dir(path))
   meta = read_meta(path)
-  cfg = ModelConfig.from_dict(meta['model']).replace(**overrides)
+  cfg = model_config(path, meta).replace(**overrides)
   abstract = abstract_model(cfg)
   graphdef, abstract_params, _ = nnx.split(abstract, nnx.Param, ...)
   target = abstract_params.to_pure_dict()
@@ -235,14 +249,23 @@ def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], l
   """
   # Absolute: Orbax reads no metadata from a relative path (`.tree` of None).
   path = paths.absolute(resolve_model_dir(path))
-  read_meta(path)
-  tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
-  loaded = ocp.PyTreeCheckpointer().restore(
-    path / 'params',
-    args=ocp.args.PyTreeRestore(
-      restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    ),
-  )
+  meta = read_meta(path)
+  model_config(path, meta)
+  try:
+    tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
+    loaded = ocp.PyTreeCheckpointer().restore(
+      path / 'params',
+      args=ocp.args.PyTreeRestore(
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+      ),
+    )
+  except Exception as e:  # noqa: BLE001 - Orbax wraps TensorStore's errors in a bare Exception
+    first = str(e).splitlines()[0][:300] if str(e) else ''
+    raise ModelFolderError(
+      f'init_from {path}: the parameters cannot be read ({type(e).__name__}: {first})'
+    ) from None
+  # The checksum `predict` verifies: a damaged folder never starts a run.
+  verify_params(path, meta, loaded)
   flat_loaded = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
   skip_re = [re.compile(s) for s in skip]
   taken, skipped = [], []
@@ -253,10 +276,14 @@ def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], l
       skipped.append(name)
       return current
     if name not in flat_loaded:
-      raise ValueError(f'init_from {path}: no parameter {name} (add it to skip to keep it fresh)')
+      raise ModelFolderError(
+        f'init_from {path}: no parameter {name} (add it to init_from.skip to keep it fresh)'
+      )
     value = flat_loaded[name]
     if value.shape != current.shape:
-      raise ValueError(f'init_from {path}: {name} has shape {value.shape}, model {current.shape}')
+      raise ModelFolderError(
+        f'init_from {path}: {name} has shape {value.shape}, model {current.shape}'
+      )
     taken.append(name)
     return jnp.asarray(value, current.dtype)
 

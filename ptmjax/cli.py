@@ -201,6 +201,21 @@ def _add_cluster_arguments(parser) -> None:
   )
 
 
+def _at_least(low: int):
+  """An argparse type: an integer >= `low` (argparse then exits 2 with one line)."""
+
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f'{value}: must be >= {low}')
+    return value
+
+  return parse
+
+
 def jax_process_index() -> int:
   import jax
 
@@ -350,10 +365,10 @@ def main(argv=None) -> int:
   e.add_argument('--fasta', required=True, help='protein FASTA (lowercase accepted, .gz ok)')
   e.add_argument('--out', required=True, help='output .npz')
   e.add_argument(
-    '--max-len', type=int, default=None, help="tokens per window (default: the model's)"
+    '--max-len', type=_at_least(3), default=None, help="tokens per window (default: the model's)"
   )
   e.add_argument(
-    '--stride', type=int, default=None, help='residues between windows (default: half)'
+    '--stride', type=_at_least(1), default=None, help='residues between windows (default: half)'
   )
   e.add_argument(
     '--tokens-per-batch',
@@ -391,8 +406,12 @@ def main(argv=None) -> int:
     help='probabilities mapped by the Platt scaling fitted on validation at the end of '
     'training (columns CHANNEL_calibrated): rates a site is modified, not raw head outputs',
   )
-  pr.add_argument('--max-len', type=int, default=None, help="tokens per window (the model's)")
-  pr.add_argument('--stride', type=int, default=None, help='residues between windows (half)')
+  pr.add_argument(
+    '--max-len', type=_at_least(3), default=None, help="tokens per window (the model's)"
+  )
+  pr.add_argument(
+    '--stride', type=_at_least(1), default=None, help='residues between windows (half)'
+  )
   pr.set_defaults(fn=_predict)
 
   tr = sub.add_parser(

@@ -12,7 +12,7 @@ import numpy as np
 
 from ptmjax import checkpoint as ckpt
 from ptmjax import inference
-from ptmjax.data.records import prepare_output, read_proteins
+from ptmjax.data.records import atomic_output, prepare_output, read_proteins
 from ptmjax.errors import NonFiniteOutputError, UsageError
 
 
@@ -39,7 +39,7 @@ def embed_fasta(
   `pad_to` (ProteinBERT): the original's padding, every row padded to `pad_to`
   tokens (outputs then depend on it, as the original's do).
   """
-  out = prepare_output(out)
+  out = prepare_output(out, inputs=(fasta,))
   proteins = read_proteins(fasta)
   overrides = {'dtype': dtype} if dtype else {}
   if pad_to:
@@ -70,5 +70,7 @@ def embed_fasta(
       logits = res['mlm'] - res['mlm'].max(-1, keepdims=True)
       probs = np.exp(logits)
       arrays[f'lm/{pid}'] = (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
-  np.savez(out, **arrays)
+  # Written to exactly `out` (np.savez given a name appends '.npz'), complete or not at all.
+  with atomic_output(out, 'wb') as f:
+    np.savez(f, **arrays)
   return stats

@@ -24,6 +24,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ptmjax.data import tokenizer as tok
+from ptmjax.errors import UsageError
 
 BUCKET = 64  # pad windows to a multiple of this many tokens: few distinct shapes to compile
 
@@ -55,7 +56,7 @@ def window_spans(length: int, window: int, stride: int | None = None) -> list[tu
     raise ValueError(f'window must be >= 1, got {window}')
   stride = max(1, window // 2) if stride is None else stride
   if not 1 <= stride <= window:
-    raise ValueError(f'stride must be in [1, window={window}], got {stride}')
+    raise UsageError(f'--stride {stride}: must be in [1, {window}] (the residues of a window)')
   if length <= window:
     return [(0, length)]
   starts = list(range(0, length - window, stride)) + [length - window]
@@ -149,7 +150,7 @@ def run(
     raise ValueError("'pooled' is ProteinBERT's global track; average 'hidden' instead")
   window = max_len - tokenizer.num_special
   if window < 1:
-    raise ValueError(f'max_len {max_len} leaves no room for residues')
+    raise UsageError(f'--max-len {max_len} leaves no room for residues (at least 3)')
   forward = make_forward(model, outputs)
   if tokens_per_batch is None:
     tokens_per_batch = 2048 if jax.default_backend() == 'cpu' else 16384

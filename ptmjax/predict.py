@@ -25,7 +25,7 @@ from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
-from ptmjax.data.records import InputError, prepare_output, read_proteins
+from ptmjax.data.records import InputError, atomic_output, prepare_output, read_proteins
 from ptmjax.errors import NonFiniteOutputError, UsageError
 from ptmjax.evaluation import calibration
 
@@ -108,7 +108,7 @@ class Predictor:
     # Calibrated columns carry their own name: a TSV never leaves it to guess which it holds.
     names = [f'{c}_calibrated' if c in self.calibration else c for c in self.channels]
     header = ['protein', 'position', 'residue', *names, *(f'{c}_call' for _, c in called)]
-    with open(out, 'w') as f:
+    with atomic_output(out) as f:  # renamed over `out` only when complete
       f.write('\t'.join(header) + '\n')
       # Column by column with NumPy, then one join per protein: a proteome is millions
       # of rows, and a csv.writer call per row took most of `ptmjax predict`'s time.
@@ -141,7 +141,7 @@ def predict_fasta(
   calibrated=False,
 ):
   """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
-  out = prepare_output(out)
+  out = prepare_output(out, inputs=(fasta, checkpoint))
   proteins = dict(read_proteins(fasta))
   p = Predictor(checkpoint, channels=channels, calibrated=calibrated)
   if calls and not any(c in p.thresholds for c in p.channels):

@@ -447,3 +447,195 @@ def test_bad_settings_are_one_line_exit_2_before_any_work(tmp_path, capsys, over
   assert code == 2, err
   assert message in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1
   assert not workdir.exists()
+
+
+# --- issue 28: inputs through pipes, outputs written whole ------------------------------
+def _records(n=60, length=120, seed=0):
+  rng = np.random.default_rng(seed)
+  letters = np.array(list('ACDEFGHIKLMNPQRSTVWY'))
+  return ''.join(
+    f'>P{i:03d} protein {i}\n{"".join(rng.choice(letters, length))}\n' for i in range(n)
+  )
+
+
+def _fifo(tmp_path, data: bytes, name='in.fifo'):
+  """A named pipe that a thread fills once: what `<(cat x.fa)` hands a program."""
+  import os
+  import threading
+
+  path = tmp_path / name
+  os.mkfifo(path)
+
+  def feed():
+    with open(path, 'wb') as f:
+      f.write(data)
+
+  threading.Thread(target=feed, daemon=True).start()
+  return path
+
+
+@pytest.mark.parametrize('compressed', [False, True])
+def test_fasta_through_a_pipe_loses_no_record(tmp_path, compressed):
+  """Issue 28 row 2: the gzip sniff opened the pipe once more and lost its first 4 KB
+  (60 records in, 20 out); gzip through a pipe was a BadGzipFile traceback."""
+  import gzip
+
+  from ptmjax.data.records import read_proteins
+
+  text = _records()
+  data = gzip.compress(text.encode()) if compressed else text.encode()
+  got = read_proteins(_fifo(tmp_path, data))
+  assert [i for i, _ in got] == [f'P{i:03d}' for i in range(60)]
+  assert got == read_proteins(_write(tmp_path / 'x.fa', text))
+
+
+def test_fasta_from_standard_input(tmp_path, monkeypatch):
+  import io
+  import sys
+
+  from ptmjax.data.records import read_proteins
+
+  monkeypatch.setattr(sys, 'stdin', io.TextIOWrapper(io.BytesIO(_records(5).encode())))
+  assert len(read_proteins('-')) == 5
+
+
+def _write(path, text):
+  path.write_text(text)
+  return path
+
+
+def test_predict_reads_a_pipe_and_writes_every_protein(finished, tmp_path):
+  from ptmjax import cli
+
+  run = _copy_run(finished, tmp_path)
+  out = tmp_path / 'o.tsv'
+  fifo = _fifo(tmp_path, _records(30, 60).encode())
+  args = ['predict', '--checkpoint', str(run / 'final'), '--fasta', str(fifo), '--out', str(out)]
+  assert cli.main(args) == 0
+  proteins = {line.split('\t')[0] for line in out.read_text().splitlines()[1:]}
+  assert len(proteins) == 30
+
+
+def test_a_failed_write_keeps_the_previous_output_and_leaves_no_partial_file(
+  finished, tmp_path, monkeypatch, capsys
+):
+  """Issue 28 row 3: a full disk left a truncated TSV that looked valid, over the old one."""
+  import errno
+
+  from ptmjax import cli, predict
+
+  run = _copy_run(finished, tmp_path)
+  fasta = _write(tmp_path / 'p.fasta', _records(4, 50))
+  out = tmp_path / 'o.tsv'
+  args = ['predict', '--checkpoint', str(run / 'final'), '--fasta', str(fasta), '--out', str(out)]
+  assert cli.main(args) == 0
+  good = out.read_text()
+  real_write = predict.Predictor.write_tsv
+
+  def disk_full(self, proteins, probs, out, **kw):
+    def failing(*a, **k):
+      raise OSError(errno.ENOSPC, 'No space left on device')
+
+    real_zip = zip
+
+    def zip_then_fail(*a, **k):  # the first protein's rows are written, then the disk fills
+      monkeypatch.setattr(predict, 'zip', failing, raising=False)
+      return real_zip(*a, **k)
+
+    monkeypatch.setattr(predict, 'zip', zip_then_fail, raising=False)
+    return real_write(self, proteins, probs, out, **kw)
+
+  monkeypatch.setattr(predict.Predictor, 'write_tsv', disk_full)
+  capsys.readouterr()
+  assert cli.main(args) == 2
+  err = capsys.readouterr().err
+  assert 'No space left on device' in err and 'previous file is unchanged' in err
+  assert out.read_text() == good
+  assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []
+
+
+def test_out_equal_to_the_input_is_refused(finished, tmp_path, capsys):
+  from ptmjax import cli
+
+  run = _copy_run(finished, tmp_path)
+  fasta = _write(tmp_path / 'p.fasta', _records(2, 30))
+  before = fasta.read_text()
+  for cmd in ('predict', 'embed'):
+    args = [cmd, '--checkpoint', str(run / 'final'), '--fasta', str(fasta), '--out', str(fasta)]
+    assert cli.main(args) == 2
+    assert 'is also the input' in capsys.readouterr().err
+  assert fasta.read_text() == before
+
+
+def test_embed_writes_exactly_the_named_file(finished, tmp_path, capsys):
+  """Issue 28 row 6: `--out emb.bin` wrote emb.bin.npz and printed `-> emb.bin`."""
+  from ptmjax import cli
+
+  run = _copy_run(finished, tmp_path)
+  fasta = _write(tmp_path / 'p.fasta', _records(3, 30))
+  out = tmp_path / 'emb.bin'
+  assert cli.main(['embed', '--checkpoint', str(run / 'final'), '--fasta', str(fasta),
+                   '--out', str(out)]) == 0  # fmt: skip
+  assert out.is_file() and not (tmp_path / 'emb.bin.npz').exists()
+  assert list(np.load(out)['ids']) == ['P000', 'P001', 'P002']
+
+
+@pytest.mark.parametrize(
+  'extra, message',
+  [
+    (['--stride', '0'], '0: must be >= 1'),
+    (['--max-len', '2'], '2: must be >= 3'),
+    (['--max-len', '0'], '0: must be >= 3'),
+  ],
+)
+def test_window_settings_out_of_range_exit_2(finished, tmp_path, capsys, extra, message):
+  """Issue 28 rows 8 and 10: `--stride 0` was a traceback, `--max-len 0` silently the
+  model's default and 3 a one-residue window."""
+  from ptmjax import cli
+
+  fasta = _write(tmp_path / 'p.fasta', _records(1, 30))
+  with pytest.raises(SystemExit) as e:
+    cli.main(['predict', '--checkpoint', str(finished / 'final'), '--fasta', str(fasta),
+              '--out', str(tmp_path / 'o.tsv'), *extra])  # fmt: skip
+  assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fasta_naming_a_folder_is_one_line(finished, tmp_path, capsys):
+  from ptmjax import cli
+
+  code = cli.main(['predict', '--checkpoint', str(finished / 'final'), '--fasta', str(tmp_path),
+                   '--out', str(tmp_path / 'o.tsv')])  # fmt: skip
+  err = capsys.readouterr().err
+  assert code == 2 and 'is a folder; name a file' in err and 'Traceback' not in err
+
+
+def test_an_edited_model_json_is_one_line(finished, tmp_path, capsys):
+  from ptmjax import cli
+
+  run = _copy_run(finished, tmp_path)
+  meta_file = run / 'final' / checkpoint.MODEL_FILE
+  meta = json.loads(meta_file.read_text())
+  del meta['model']['embed_dim']
+  meta['model']['embed_dimension'] = 32
+  meta_file.write_text(json.dumps(meta))
+  fasta = _write(tmp_path / 'p.fasta', _records(1, 30))
+  code = cli.main(['predict', '--checkpoint', str(run / 'final'), '--fasta', str(fasta),
+                   '--out', str(tmp_path / 'o.tsv')])  # fmt: skip
+  err = capsys.readouterr().err
+  assert code == 2 and 'not a valid model description' in err and 'Traceback' not in err
+
+
+def test_init_from_a_corrupted_folder_is_refused_by_its_checksum(finished, tmp_path):
+  """Issue 28 row 8: init_from skipped the checksum predict verifies (and a damaged
+  folder was a 164-line traceback)."""
+  from ptmjax.errors import ModelFolderError
+
+  run = _copy_run(finished, tmp_path)
+  meta_file = run / 'final' / checkpoint.MODEL_FILE
+  meta = json.loads(meta_file.read_text())
+  meta['params_sha256'] = '0' * 64  # as if a parameter file had changed since the save
+  meta_file.write_text(json.dumps(meta))
+  c = _config()
+  c.init_from.path = str(run / 'final')
+  with pytest.raises(ModelFolderError, match='do not match the checksum'):
+    trainer.train(c, tmp_path / 'next')

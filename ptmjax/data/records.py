@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -42,10 +43,17 @@ class InputError(UserError):
     super().__init__(f'{where}: {problem}')
 
 
-def prepare_output(path) -> pathlib.Path:
-  """Checks, before any work, that `path` can be written: not a folder, its folder made
-  if missing, writable. The problem otherwise surfaced only after all the inference."""
+def prepare_output(path, inputs=()) -> pathlib.Path:
+  """Checks, before any work, that `path` can be written: not a folder, not one of
+  `inputs` (the input would be destroyed), its folder made if missing, writable. The
+  problem otherwise surfaced only after all the inference."""
   path = pathlib.Path(path)
+  for given in inputs:
+    if given and os.fspath(given) != '-' and os.path.exists(given) and path.exists():
+      if os.path.samefile(given, path):
+        raise InputError(
+          path, None, f'is also the input {os.fspath(given)!r}; choose another --out'
+        )
   if path.is_dir():
     raise InputError(path, None, 'is a folder; --out names the file to write')
   try:
@@ -58,6 +66,28 @@ def prepare_output(path) -> pathlib.Path:
   if path.exists():
     log.warning('%s exists; it will be replaced', path)
   return path
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode: str = 'w'):
+  """Opens a temporary file beside `path` and renames it over `path` only when the block
+  ends without error: a full disk or a crash never leaves a truncated file that looks
+  valid, and never destroys the previous output. Yields the open file."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  try:
+    with open(tmp, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    tmp.unlink(missing_ok=True)
+    kept = 'the previous file is unchanged' if path.exists() else 'nothing was written'
+    raise InputError(path, None, f'could not be written ({e.strerror or e}); {kept}') from None
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 class Tally(collections.Counter):
