@@ -4,6 +4,7 @@ import collections
 import functools
 import gzip
 import http.server
+import pathlib
 import shutil
 import sys
 import threading
@@ -213,3 +214,53 @@ def test_rebuilding_from_changed_inputs_is_refused_until_forced(tmp_path):
   assert cli.main([*args, '--force']) == 0
   rebuilt = sources.build('yaam', manual, tmp_path / 'data')
   assert rebuilt.info.metadata['counts'] != first.info.metadata['counts']
+
+
+def test_unrelated_files_in_the_manual_dir_do_not_block_a_rebuild(tmp_path):
+  """Issue 28 row 9: a notes.txt beside the inputs made every rebuild an error, and the
+  only way past was --force (which deleted the dataset first)."""
+  manual = tmp_path / 'manual'
+  shutil.copytree(DUMMY_YAAM, manual)
+  first = sources.build('yaam', manual, tmp_path / 'data')
+  (manual / 'notes.txt').write_text('where these files came from\n')
+  (manual / 'old').mkdir()
+  (manual / 'old' / 'scratch.tsv').write_text('a\tb\n')
+  again = sources.build('yaam', manual, tmp_path / 'data')
+  assert again.info.metadata['counts'] == first.info.metadata['counts']
+  used, ignored = sources.input_files('yaam', manual)
+  assert sorted(p.name for p in used) == ['s288c_proteins.fasta', 'yaam_test.txt']
+  assert ignored == 2
+
+
+def test_force_rebuild_that_fails_keeps_the_working_dataset(tmp_path):
+  """Issue 28 row 4: `--force` deleted the dataset before parsing; malformed inputs then
+  left none."""
+  from ptmjax.data.records import InputError
+
+  manual = tmp_path / 'manual'
+  shutil.copytree(DUMMY_YAAM, manual)
+  sources.build('yaam', manual, tmp_path / 'data')
+  before = _rows(sources.load('yaam', tmp_path / 'data'))
+  (manual / 'yaam_test.txt').write_text('Version: 12/15/2021\n')  # no sections: no rows
+  with pytest.raises(InputError, match='no usable YAAM rows'):
+    sources.build('yaam', manual, tmp_path / 'data', force=True)
+  after = _rows(sources.load('yaam', tmp_path / 'data'))
+  assert {s: [e['id'] for e in r] for s, r in after.items()} == {
+    s: [e['id'] for e in r] for s, r in before.items()
+  }
+  assert not [p for p in (tmp_path / 'data').iterdir() if p.name.startswith('.rebuild')]
+
+
+def test_a_truncated_shard_is_one_line_naming_it_and_the_rebuild(tmp_path):
+  """Issue 28 row 5: a re-run of `data build` said "built", and training died with a
+  40-line `Corrupted Riegeli/records file` naming no file."""
+  from ptmjax.data.records import InputError
+
+  builder = sources.build('ptmdb', DUMMY_PTMDB, tmp_path / 'data', config='all')
+  shard = sorted(pathlib.Path(builder.data_path).glob('*-train.array_record*'))[0]
+  shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+  with pytest.raises(InputError) as e:
+    sources.load('ptmdb', tmp_path / 'data', config='all')
+  message = str(e.value)
+  assert shard.name in message and 'truncated' in message
+  assert 'ptmjax data build ptmdb --config all' in message and '--force' in message

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 
 import numpy as np
@@ -54,6 +55,40 @@ def input_digests(manual_dir, *files) -> dict[str, str]:
   return out
 
 
+SHARDS_FILE = 'ptmjax_shards.json'  # beside a built dataset: each shard's size in bytes
+
+
+def input_files(name: str, manual_dir, **builder_kwargs) -> tuple[list[pathlib.Path], int]:
+  """The files under `manual_dir` that the `name` builder reads, and how many others it
+  ignores (a notes.txt beside the inputs used to block every rebuild)."""
+  root = pathlib.Path(manual_dir)
+  every = [p for p in sorted(root.rglob('*')) if p.is_file() and p.suffix.lower() != '.md']
+  if name == 'yaam':
+    from ptmjax.data import schema
+    from ptmjax.data.builders.yaam import yaam_dataset_builder as yb
+
+    found = [
+      schema.find_file(root, builder_kwargs.get(key), patterns, what, required=False)
+      for key, patterns, what in (
+        ('yaam_file', yb.YAAM_PATTERNS, 'YAAM export'),
+        ('proteome_file', yb.PROTEOME_PATTERNS, 'S288C proteome'),
+      )
+    ]
+    used = [p for p in found if p is not None]
+  elif name == 'ptmdb':
+    from ptmjax.data.builders.ptmdb import parse
+
+    skipped = {pathlib.Path(p) for p in parse.discover(root).unrecognised}
+    used = [p for p in every if p not in skipped]
+  else:
+    used = every
+  return used, len([p for p in every if p not in set(used)])
+
+
+def _shard_sizes(data_path) -> dict[str, int]:
+  return {p.name: p.stat().st_size for p in sorted(pathlib.Path(data_path).glob('*.array_record*'))}
+
+
 def build(name: str, manual_dir, data_dir, config: str | None = None, force: bool = False,
           **builder_kwargs):  # fmt: skip
   """Builds a ptmjax dataset into `data_dir` as array_record; returns the builder.
@@ -62,7 +97,6 @@ def build(name: str, manual_dir, data_dir, config: str | None = None, force: boo
   building again from the same files reuses it; from changed files is an error that
   names them (it used to reuse the old build silently), unless `force` rebuilds.
   """
-  import shutil
 
   from ptmjax import paths
   from ptmjax.data.records import InputError
@@ -77,32 +111,105 @@ def build(name: str, manual_dir, data_dir, config: str | None = None, force: boo
   full = f'{name}/{config}' if config else name
   builder = tfds.builder(full, data_dir=str(pathlib.Path(data_dir).expanduser()), **builder_kwargs)
   files = [v for k, v in builder_kwargs.items() if k.endswith('_file')]
-  inputs = input_digests(manual_dir, *files)
+  used, ignored = input_files(name, manual_dir, **builder_kwargs)
+  if ignored:
+    log.info('%s: %d file(s) the %s builder does not read are ignored', manual_dir, ignored, name)
+  used = set(used)
+  # Relative keys are files under the manual dir; absolute ones are explicit files.
+  inputs = {
+    k: v
+    for k, v in input_digests(manual_dir, *files).items()
+    if pathlib.Path(k).is_absolute() or manual_dir / k in used
+  }
   record = pathlib.Path(builder.data_path) / INPUTS_FILE
-  if builder.is_prepared():
+  if builder.is_prepared() and not force:
     old = json.loads(record.read_text()) if record.is_file() else None
-    if force:
-      shutil.rmtree(builder.data_path)
-      builder = tfds.builder(
-        full, data_dir=str(pathlib.Path(data_dir).expanduser()), **builder_kwargs
-      )
-    elif old is not None and old != inputs:
-      changed = sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+    # Files a build recorded that this builder does not read (a record from before
+    # `input_files`) are not a change.
+    changed = sorted(k for k in inputs if old is not None and old.get(k) != inputs[k])
+    if changed:
       raise InputError(
         builder.data_path,
         None,
-        f'{full} was built from other input files (changed, added or removed: '
+        f'{full} was built from other input files (changed or added: '
         f'{changed[:5]}{" ..." if len(changed) > 5 else ""}); rebuild with '
         f'`ptmjax data build ... --force`, or use another --data-dir',
       )
-  built_now = not builder.is_prepared()
+    return builder
+  if builder.is_prepared():  # --force: build beside it, swap only when the build succeeded
+    return _rebuild(full, data_dir, builder, manual_dir, inputs, builder_kwargs)
+  _prepare(tfds, builder, manual_dir, inputs)
+  return builder
+
+
+def _prepare(tfds, builder, manual_dir, inputs) -> None:
   builder.download_and_prepare(
     file_format='array_record',
     download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
   )
-  if built_now:  # a build from before these records stays unrecorded: its inputs are unknown
-    pathlib.Path(builder.data_path, INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + '\n')
-  return builder
+  pathlib.Path(builder.data_path, INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + '\n')
+  sizes = _shard_sizes(builder.data_path)
+  pathlib.Path(builder.data_path, SHARDS_FILE).write_text(json.dumps(sizes, indent=1) + '\n')
+
+
+def _rebuild(full, data_dir, old_builder, manual_dir, inputs, builder_kwargs):
+  """`data build --force`: the new build goes into a scratch data dir; the working dataset
+  is replaced only once it succeeded (it used to be deleted first, and a failed parse
+  then left no dataset at all)."""
+  import shutil
+
+  tfds = _tfds()
+  root = pathlib.Path(data_dir).expanduser()
+  scratch = root / f'.rebuild-{os.getpid()}'
+  try:
+    new = tfds.builder(full, data_dir=str(scratch), **builder_kwargs)
+    _prepare(tfds, new, manual_dir, inputs)
+    target = pathlib.Path(old_builder.data_path)
+    aside = target.with_name(target.name + f'.old-{os.getpid()}')
+    target.rename(aside)
+    pathlib.Path(new.data_path).rename(target)
+    shutil.rmtree(aside)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return tfds.builder(full, data_dir=str(root), **builder_kwargs)
+
+
+def check_shards(builder, full: str, data_dir) -> None:
+  """Every shard of a built dataset: its size as written at build time, readable, with the
+  record count of the metadata. A damaged dataset is one line naming the file and the
+  rebuild command (it was a 40-line Riegeli error at the first batch)."""
+  from ptmjax.data.records import InputError
+
+  name, _, config = full.partition('/')
+  rebuild = (
+    f'rebuild it: `ptmjax data build {name}' + (f' --config {config}' if config else '')
+    + f' --manual-dir RAW_FILES --data-dir {data_dir} --force`'
+  )  # fmt: skip
+  path = pathlib.Path(builder.data_path)
+  sizes_file = path / SHARDS_FILE
+  if sizes_file.is_file():
+    for shard, size in json.loads(sizes_file.read_text()).items():
+      f = path / shard
+      if not f.is_file():
+        raise InputError(f, None, f'shard missing from the dataset; {rebuild}')
+      if f.stat().st_size != size:
+        raise InputError(
+          f, None, f'{f.stat().st_size} bytes, {size} when built (truncated?); {rebuild}'
+        )
+  try:
+    sources = builder.as_data_source()
+    for split, src in sources.items():
+      expected = builder.info.splits[split].num_examples
+      if len(src) != expected:
+        raise InputError(path, None, f'split {split}: {len(src)} records, metadata says '
+                         f'{expected}; {rebuild}')  # fmt: skip
+      if len(src):
+        src[len(src) - 1]  # reads the last block: a cut file fails here, not mid-training
+  except InputError:
+    raise
+  except Exception as e:  # noqa: BLE001 - array_record raises bare RuntimeErrors
+    first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    raise InputError(path, None, f'a shard cannot be read ({first}); {rebuild}') from None
 
 
 def load(name: str, data_dir, config: str | None = None):
@@ -119,6 +226,8 @@ def load(name: str, data_dir, config: str | None = None):
       f'dataset {full} is not built in {data_dir} (no {builder.data_path}); build it with '
       f'`{build} --manual-dir RAW_FILES --data-dir {data_dir}`, or point data_dir at its build'
     )
+  if not paths.is_remote(data_dir):
+    check_shards(builder, full, data_dir)
   return builder.as_data_source()
 
 
