@@ -8,11 +8,13 @@ for arrays in memory.
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 
 from ptmjax import checkpoint as ckpt
 from ptmjax import inference
-from ptmjax.data.records import atomic_output, prepare_output, read_proteins
+from ptmjax.data.records import atomic_output, prepare_output, protein_chunks
 from ptmjax.errors import NonFiniteOutputError, UsageError
 
 
@@ -40,7 +42,6 @@ def embed_fasta(
   tokens (outputs then depend on it, as the original's do).
   """
   out = prepare_output(out, inputs=(fasta,))
-  proteins = read_proteins(fasta)
   overrides = {'dtype': dtype} if dtype else {}
   if pad_to:
     overrides['padding'] = 'reference'
@@ -49,28 +50,40 @@ def embed_fasta(
   if pad_to and not proteinbert:
     raise UsageError("--pad-to selects ProteinBERT's reference padding; this is a transformer")
   outputs = ('hidden',) + (('pooled',) if proteinbert else ()) + (('mlm',) if lm else ())
-  results, stats = inference.run(
-    model,
-    tokenizer,
-    [s for _, s in proteins],
-    outputs=outputs,
-    max_len=max_len,
-    stride=stride,
-    tokens_per_batch=tokens_per_batch,
-    progress=progress,
-    pad_to=pad_to,
-  )
-  arrays = {'ids': np.array([i for i, _ in proteins])}
-  for (pid, _), res in zip(proteins, results, strict=True):
-    if not all(np.isfinite(v).all() for v in res.values()):
-      raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite embeddings')
-    arrays[f'residues/{pid}'] = res['hidden']
-    arrays[f'pooled/{pid}'] = res['pooled'] if proteinbert else res['hidden'].mean(0)
-    if lm:
-      logits = res['mlm'] - res['mlm'].max(-1, keepdims=True)
-      probs = np.exp(logits)
-      arrays[f'lm/{pid}'] = (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
-  # Written to exactly `out` (np.savez given a name appends '.npz'), complete or not at all.
-  with atomic_output(out, 'wb') as f:
-    np.savez(f, **arrays)
-  return stats
+  total = inference.Stats()
+  ids = []
+  # Streamed: each chunk of proteins is embedded and its arrays written into the .npz
+  # (a zip of .npy members, as np.savez writes) before the next is read. Written to
+  # exactly `out` (np.savez given a name appends '.npz'), complete or not at all.
+  with atomic_output(out, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as npz:
+    for chunk in protein_chunks(fasta):
+      results, stats = inference.run(
+        model,
+        tokenizer,
+        [s for _, s in chunk],
+        outputs=outputs,
+        max_len=max_len,
+        stride=stride,
+        tokens_per_batch=tokens_per_batch,
+        progress=progress,
+        pad_to=pad_to,
+      )
+      total = inference.Stats(**{k: getattr(total, k) + getattr(stats, k) for k in vars(total)})
+      for (pid, _), res in zip(chunk, results, strict=True):
+        if not all(np.isfinite(v).all() for v in res.values()):
+          raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite embeddings')
+        ids.append(pid)
+        _member(npz, f'residues/{pid}', res['hidden'])
+        _member(npz, f'pooled/{pid}', res['pooled'] if proteinbert else res['hidden'].mean(0))
+        if lm:
+          logits = res['mlm'] - res['mlm'].max(-1, keepdims=True)
+          probs = np.exp(logits)
+          _member(npz, f'lm/{pid}', (probs / probs.sum(-1, keepdims=True)).astype(np.float32))
+    _member(npz, 'ids', np.array(ids))
+  return total
+
+
+def _member(npz: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+  """One array of an .npz, written as np.savez does (`name.npy`, NumPy's format)."""
+  with npz.open(f'{name}.npy', 'w', force_zip64=True) as f:
+    np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)

@@ -16,8 +16,6 @@ stitched windows of `ptmjax.inference`.
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import scipy.special
 
@@ -25,7 +23,7 @@ from ptmjax import checkpoint as ckpt
 from ptmjax import inference
 from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
-from ptmjax.data.records import InputError, atomic_output, prepare_output, read_proteins
+from ptmjax.data.records import InputError, atomic_output, prepare_output, protein_chunks
 from ptmjax.errors import NonFiniteOutputError, UsageError
 from ptmjax.evaluation import calibration
 
@@ -102,30 +100,41 @@ class Predictor:
     """One row per residue: id, 1-based position, residue, a probability per channel
     (`NA` off-candidate) and, with `calls`, 0/1 at the checkpoint's validation threshold
     for every channel that has one (channels evaluated during training)."""
+    with atomic_output(out) as f:  # renamed over `out` only when complete
+      self.write_header(f, calls=calls)
+      self.write_rows(f, proteins, probs, calls=calls)
+
+  def _called(self, calls):
     called = [(j, c) for j, c in enumerate(self.channels) if c in self.thresholds] if calls else []
     if calls and not called:
       raise UsageError('the checkpoint stores no thresholds (it was never evaluated); drop --calls')
+    return called
+
+  def write_header(self, f, *, calls=False) -> None:
     # Calibrated columns carry their own name: a TSV never leaves it to guess which it holds.
     names = [f'{c}_calibrated' if c in self.calibration else c for c in self.channels]
+    called = self._called(calls)
     header = ['protein', 'position', 'residue', *names, *(f'{c}_call' for _, c in called)]
-    with atomic_output(out) as f:  # renamed over `out` only when complete
-      f.write('\t'.join(header) + '\n')
-      # Column by column with NumPy, then one join per protein: a proteome is millions
-      # of rows, and a csv.writer call per row took most of `ptmjax predict`'s time.
-      # (FASTA ids hold no whitespace, so nothing ever needed quoting.)
-      for pid, seq in proteins.items():
-        p, n = probs[pid], len(seq)
-        missing = np.isnan(p)
-        cols = [[pid] * n, np.arange(1, n + 1).astype(str).tolist(), list(seq.upper())]
-        for j in range(p.shape[1]):
-          cols.append(np.where(missing[:, j], 'NA', np.char.mod('%.4f', p[:, j])).tolist())
-        for j, c in called:
-          threshold = self.thresholds[c]
-          if c in self.calibration:  # the same calls: the map is monotone (a > 0)
-            threshold = calibration.apply_platt(np.float64(threshold), *self.calibration[c])
-          call = (p[:, j] >= np.float32(threshold)).astype(int).astype(str)
-          cols.append(np.where(missing[:, j], 'NA', call).tolist())
-        f.write(''.join('\t'.join(row) + '\n' for row in zip(*cols, strict=True)))
+    f.write('\t'.join(header) + '\n')
+
+  def write_rows(self, f, proteins: dict[str, str], probs: dict[str, np.ndarray], *, calls=False):
+    called = self._called(calls)
+    # Column by column with NumPy, then one join per protein: a proteome is millions
+    # of rows, and a csv.writer call per row took most of `ptmjax predict`'s time.
+    # (FASTA ids hold no whitespace, so nothing ever needed quoting.)
+    for pid, seq in proteins.items():
+      p, n = probs[pid], len(seq)
+      missing = np.isnan(p)
+      cols = [[pid] * n, np.arange(1, n + 1).astype(str).tolist(), list(seq.upper())]
+      for j in range(p.shape[1]):
+        cols.append(np.where(missing[:, j], 'NA', np.char.mod('%.4f', p[:, j])).tolist())
+      for j, c in called:
+        threshold = self.thresholds[c]
+        if c in self.calibration:  # the same calls: the map is monotone (a > 0)
+          threshold = calibration.apply_platt(np.float64(threshold), *self.calibration[c])
+        call = (p[:, j] >= np.float32(threshold)).astype(int).astype(str)
+        cols.append(np.where(missing[:, j], 'NA', call).tolist())
+      f.write(''.join('\t'.join(row) + '\n' for row in zip(*cols, strict=True)))
 
 
 def predict_fasta(
@@ -142,13 +151,24 @@ def predict_fasta(
 ):
   """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
   out = prepare_output(out, inputs=(fasta, checkpoint))
-  proteins = dict(read_proteins(fasta))
   p = Predictor(checkpoint, channels=channels, calibrated=calibrated)
   if calls and not any(c in p.thresholds for c in p.channels):
     raise InputError(
       checkpoint, None, 'the model stores no thresholds (never evaluated); drop --calls'
     )
-  probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
-  pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-  p.write_tsv(proteins, probs, out, calls=calls)
+  total = inference.Stats()
+  # Streamed: a chunk of proteins is read, predicted and written at a time, so memory
+  # does not grow with the FASTA (a proteome never has to fit in RAM).
+  with atomic_output(out) as f:
+    p.write_header(f, calls=calls)
+    for chunk in protein_chunks(fasta):
+      proteins = dict(chunk)
+      probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
+      p.write_rows(f, proteins, probs, calls=calls)
+      total = _add(total, p.stats)
+  p.stats = total
   return p.stats, p.channels
+
+
+def _add(a: inference.Stats, b: inference.Stats) -> inference.Stats:
+  return inference.Stats(**{k: getattr(a, k) + getattr(b, k) for k in vars(a)})

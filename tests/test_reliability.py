@@ -530,22 +530,13 @@ def test_a_failed_write_keeps_the_previous_output_and_leaves_no_partial_file(
   args = ['predict', '--checkpoint', str(run / 'final'), '--fasta', str(fasta), '--out', str(out)]
   assert cli.main(args) == 0
   good = out.read_text()
-  real_write = predict.Predictor.write_tsv
+  real_rows = predict.Predictor.write_rows
 
-  def disk_full(self, proteins, probs, out, **kw):
-    def failing(*a, **k):
-      raise OSError(errno.ENOSPC, 'No space left on device')
+  def disk_full(self, f, proteins, probs, **kw):  # some rows written, then the disk fills
+    real_rows(self, f, dict(list(proteins.items())[:1]), probs, **kw)
+    raise OSError(errno.ENOSPC, 'No space left on device')
 
-    real_zip = zip
-
-    def zip_then_fail(*a, **k):  # the first protein's rows are written, then the disk fills
-      monkeypatch.setattr(predict, 'zip', failing, raising=False)
-      return real_zip(*a, **k)
-
-    monkeypatch.setattr(predict, 'zip', zip_then_fail, raising=False)
-    return real_write(self, proteins, probs, out, **kw)
-
-  monkeypatch.setattr(predict.Predictor, 'write_tsv', disk_full)
+  monkeypatch.setattr(predict.Predictor, 'write_rows', disk_full)
   capsys.readouterr()
   assert cli.main(args) == 2
   err = capsys.readouterr().err
@@ -639,3 +630,36 @@ def test_init_from_a_corrupted_folder_is_refused_by_its_checksum(finished, tmp_p
   c.init_from.path = str(run / 'final')
   with pytest.raises(ModelFolderError, match='do not match the checksum'):
     trainer.train(c, tmp_path / 'next')
+
+
+def test_predict_and_embed_stream_in_chunks(finished, tmp_path, monkeypatch):
+  """A proteome never has to fit in RAM: proteins are read, run and written a chunk at
+  a time; the outputs equal one pass over the whole file."""
+  from ptmjax import cli
+  from ptmjax.data import records
+
+  run = _copy_run(finished, tmp_path)
+  fasta = _write(tmp_path / 'p.fasta', _records(7, 40))
+  base = ['--checkpoint', str(run / 'final'), '--fasta', str(fasta)]
+  assert cli.main(['predict', *base, '--out', str(tmp_path / 'whole.tsv')]) == 0
+  assert cli.main(['embed', *base, '--out', str(tmp_path / 'whole.npz')]) == 0
+  sizes = []
+  real = records.protein_chunks
+
+  def small_chunks(path, residues=1 << 21):
+    for chunk in real(path, residues=100):  # 3 proteins of 40 residues a chunk
+      sizes.append(len(chunk))
+      yield chunk
+
+  for module in ('ptmjax.predict', 'ptmjax.embed'):
+    monkeypatch.setattr(f'{module}.protein_chunks', small_chunks)
+  assert cli.main(['predict', *base, '--out', str(tmp_path / 'chunked.tsv')]) == 0
+  assert cli.main(['embed', *base, '--out', str(tmp_path / 'chunked.npz')]) == 0
+  assert sizes == [3, 3, 1, 3, 3, 1]
+  assert (tmp_path / 'chunked.tsv').read_text() == (tmp_path / 'whole.tsv').read_text()
+  whole, chunked = np.load(tmp_path / 'whole.npz'), np.load(tmp_path / 'chunked.npz')
+  assert sorted(whole.files) == sorted(chunked.files) and len(whole.files) == 15
+  for k in whole.files:
+    np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-5, atol=1e-6) if k != 'ids' else (
+      np.testing.assert_array_equal(chunked[k], whole[k])
+    )

@@ -285,6 +285,29 @@ def read_fasta(path, tally: Tally | None = None, *, allow_marks: str = '') -> It
     yield finish()
 
 
+def protein_chunks(path, residues: int = 1 << 21) -> Iterator[list[tuple[str, str]]]:
+  """(id, sequence) pairs of a FASTA file in chunks of about `residues` residues, read as
+  they are needed: `predict` and `embed` hold one chunk, not the proteome. The checks of
+  `read_proteins` hold across chunks (unique ids, at least one record)."""
+  seen: dict[str, int] = {}
+  chunk, size = [], 0
+  for record in read_fasta(path):
+    if record.id in seen:
+      raise InputError(
+        path, record.line, f'record {record.id!r} repeats the id of line {seen[record.id]}'
+      )
+    seen[record.id] = record.line
+    chunk.append((record.id, record.sequence))
+    size += len(record.sequence)
+    if size >= residues:
+      yield chunk
+      chunk, size = [], 0
+  if chunk:
+    yield chunk
+  if not seen:
+    raise InputError(path, None, 'no FASTA records (an empty file?)')
+
+
 def read_proteins(path) -> list[tuple[str, str]]:
   """(id, sequence) pairs of a FASTA file; lowercase accepted, ids must be unique.
 
