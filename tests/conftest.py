@@ -158,7 +158,12 @@ def interrupt_training(cmd, workdir, signum, *, after_rows: int = 2, env=None):
 QUICK = ['--config.seeds=0', '--config.report.bootstrap=20'] + [
   f'--config.{stage}.{key}'
   for stage in ('stage1', 'stage2', 'single')
-  for key in ('optim.total_steps=4', 'eval.every_steps=2', 'log_every_steps=2')
+  for key in (
+    'optim.total_steps=4',
+    'optim.warmup_steps=1',
+    'eval.every_steps=2',
+    'log_every_steps=2',
+  )
 ]
 
 

@@ -82,7 +82,8 @@ def test_quickstart_with_proteinbert(tmp_path):
   """`ptmjax quickstart --family proteinbert`: every stage trains a ProteinBERT encoder."""
   overrides = ['--config.seeds=0', '--config.report.bootstrap=20']
   for stage in ('stage1', 'stage2', 'single'):
-    overrides += [f'--config.{stage}.optim.total_steps=4', f'--config.{stage}.eval.every_steps=2']
+    overrides += [f'--config.{stage}.optim.total_steps=4', f'--config.{stage}.optim.warmup_steps=1']
+    overrides += [f'--config.{stage}.eval.every_steps=2']
   assert cli.main(['quickstart', '--workdir', str(tmp_path), '--family', 'proteinbert',
                    *overrides]) == 0  # fmt: skip
   meta = checkpoint.read_meta(tmp_path / 'final')
@@ -186,3 +187,22 @@ def test_compare_tiny_on_real_data(real_tfds, tmp_path):
   stage0 = json.loads((tmp_path / 'stage0' / 'run_info.json').read_text())
   assert stage0['data']['sources'] == {'yaam:train+unlabeled': 3890 + 1121, 'ptmdb/all:train': 7400}
   assert 'mlm_loss' in (tmp_path / 'stage0' / 'metrics.jsonl').read_text()
+
+
+def test_a_finished_quickstart_with_other_settings_is_refused(quickstart_dir, tmp_path, capsys):
+  """Issue 28 row 1: a finished quickstart re-run with another lr logged "done already"
+  for every stage, rewrote compare_config.json and reported the old models."""
+  import shutil
+
+  from conftest import QUICK
+
+  from ptmjax import cli
+
+  workdir = tmp_path / 'qs'
+  shutil.copytree(quickstart_dir, workdir)
+  before = (workdir / 'compare_config.json').read_text()
+  code = cli.main(['quickstart', '--workdir', str(workdir), *QUICK,
+                   '--config.single.optim.lr=0.5'])  # fmt: skip
+  err = capsys.readouterr().err
+  assert code == 2 and 'other settings (' in err and 'optim.lr: ' in err and 'Traceback' not in err
+  assert (workdir / 'compare_config.json').read_text() == before

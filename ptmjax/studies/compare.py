@@ -357,7 +357,6 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     paths.require_supported(value, what)
   workdir = paths.as_path(workdir, 'work dir')
   workdir.mkdir(parents=True, exist_ok=True)
-  runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
   # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
   earlier_s = runs.total_seconds(workdir)
   if config.get('select_metric'):
@@ -372,6 +371,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   if config.transfer.fractions:
     transfer_models = train_transfer(config, workdir, init, models, recipe_info['chosen'])
   training_s = runs.total_seconds(workdir)
+  # Written once every stage is known to be this config's (a run trained with other
+  # settings is refused above), never over a study whose runs it does not describe.
+  runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
 
   val, test = _examples(config, 'validation'), _examples(config, config.report.split)
   flat_val, flat_test = _flat(val), _flat(test)

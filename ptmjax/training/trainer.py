@@ -218,6 +218,8 @@ def check_identity(config, workdir) -> None:
     return
   stored = json.loads(stored_file.read_text())
   keys = identity_changes(stored, json.loads(config.to_json_best_effort()))
+  if 'init_from.path' in keys and _same_start(stored['init_from']['path'], config.init_from.path):
+    keys.remove('init_from.path')  # the same weights under another path (a moved study)
   if keys:
     a, b = _flatten(stored), _flatten(json.loads(config.to_json_best_effort()))
     diffs = ', '.join(f'{k}: {a[k]!r} -> {b[k]!r}' for k in keys[:6])
@@ -226,6 +228,26 @@ def check_identity(config, workdir) -> None:
       f'{workdir} holds a run trained with other settings ({diffs}{more}); use a new '
       '--workdir, or --restart to move the old run aside and start again'
     )
+
+
+def _same_start(old: str, new: str) -> bool:
+  """Whether two init_from paths hold the same weights: by their parameter checksums, or
+  the old path no longer exists (the study folder was moved) and the new one is there."""
+  try:
+    new_meta = ckpt.read_meta(ckpt.resolve_model_dir(new)) if new else {}
+  except (FileNotFoundError, ValueError):
+    return False
+  if not old or not new:
+    return False
+  try:
+    old_meta = ckpt.read_meta(ckpt.resolve_model_dir(old))
+  except FileNotFoundError:
+    return True
+  except ValueError:
+    return False
+  return bool(new_meta.get('params_sha256')) and (
+    old_meta.get('params_sha256') == new_meta.get('params_sha256')
+  )
 
 
 def move_aside(workdir) -> pathlib.Path | None:
