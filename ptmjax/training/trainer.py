@@ -226,7 +226,8 @@ def check_identity(config, workdir) -> None:
     more = f' and {len(keys) - 6} more' if len(keys) > 6 else ''
     raise WorkdirError(
       f'{workdir} holds a run trained with other settings ({diffs}{more}); use a new '
-      '--workdir, or --restart to move the old run aside and start again'
+      '--workdir or the settings it was trained with (`ptmjax train --restart` moves an old '
+      'run aside and starts again)'
     )
 
 
