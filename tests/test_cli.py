@@ -21,5 +21,5 @@ def test_console_script_reports_missing_dir(tmp_path):
        '--data-dir', str(tmp_path)],
       capture_output=True, text=True, check=False,
   )  # fmt: skip
-  assert proc.returncode != 0
-  assert 'nope does not exist' in proc.stderr
+  assert proc.returncode == 2  # the README's exit code for user errors, not 1 (a bug)
+  assert 'nope does not exist' in proc.stderr and 'Traceback' not in proc.stderr
