@@ -44,20 +44,19 @@ def test_masked_entries_do_not_move_the_loss():
   rng = np.random.default_rng(1)
   logits = rng.normal(size=(2, 5, 16)).astype(np.float32)
   labels = rng.choice([0, 1], size=(2, 5, 16)).astype(np.int8)
+  labels[0, 0, 0] = -1  # unknown: masked like a zero weight
   weights = np.ones((2, 5, 16), np.float32)
   weights[1, 3:] = 0
   a, _ = losses.ptm_loss(logits, labels, weights)
-  logits[1, 3:] += 100
-  labels[0, 0, 0] = -1
-  b, _ = losses.ptm_loss(logits, labels, weights)
-  c, _ = losses.ptm_loss(logits, np.where(np.arange(16) == 0, -1, labels).astype(np.int8), weights)
-  assert float(a) != float(b)  # the unknown label changed the count
-  labels[0, 0, 0] = 1
-  d, _ = losses.ptm_loss(logits, labels, weights)
-  logits[1, 3:] -= 200
-  e, _ = losses.ptm_loss(logits, labels, weights)
-  np.testing.assert_allclose(float(d), float(e), rtol=1e-6)
-  assert np.isfinite(float(c))
+  moved = logits.copy()
+  moved[1, 3:] += 100  # zero-weight entries
+  moved[0, 0, 0] -= 100  # the unknown label
+  b, _ = losses.ptm_loss(moved, labels, weights)
+  np.testing.assert_allclose(float(b), float(a), rtol=1e-6)
+  # Control: moving one scored entry does move it (the test can fail).
+  moved[0, 1, 0] += 5
+  c, _ = losses.ptm_loss(moved, labels, weights)
+  assert abs(float(c) - float(a)) > 1e-3
 
 
 def test_candidate_table():
