@@ -200,12 +200,17 @@ def identity_changes(stored: dict, new: dict) -> list[str]:
   dicts) and change its result. Keys only one side has are settings added or removed
   since the run started (their defaults are the old behaviour): not a change."""
   a, b = _flatten(stored), _flatten(new)
+  # LoRA off (rank 0, or a config from before the section) is one setting; on, its
+  # rank counts even against a config that has no section.
   lora_on = bool(a.get('lora.rank') or b.get('lora.rank'))
-  return sorted(
+  keys = {
     k
     for k in set(a) & set(b)
     if a[k] != b[k] and not k.startswith(IDENTITY_FREE) and (lora_on or not k.startswith('lora.'))
-  )
+  }
+  if lora_on and a.get('lora.rank', 0) != b.get('lora.rank', 0):
+    keys.add('lora.rank')
+  return sorted(keys)
 
 
 def check_identity(config, workdir) -> None:
