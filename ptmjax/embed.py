@@ -68,7 +68,7 @@ def embed_fasta(
         progress=progress,
         pad_to=pad_to,
       )
-      total = inference.Stats(**{k: getattr(total, k) + getattr(stats, k) for k in vars(total)})
+      total += stats
       for (pid, _), res in zip(chunk, results, strict=True):
         if not all(np.isfinite(v).all() for v in res.values()):
           raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite embeddings')

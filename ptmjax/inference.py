@@ -83,6 +83,9 @@ class Stats:
   tokens: int = 0  # padded tokens run through the model
   seconds: float = 0.0
 
+  def __add__(self, other: Stats) -> Stats:  # totals over the chunks of a streamed run
+    return Stats(**{k: getattr(self, k) + getattr(other, k) for k in vars(self)})
+
   @property
   def residues_per_s(self) -> float:
     return self.residues / self.seconds if self.seconds else float('nan')

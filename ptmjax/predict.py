@@ -165,10 +165,6 @@ def predict_fasta(
       proteins = dict(chunk)
       probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
       p.write_rows(f, proteins, probs, calls=calls)
-      total = _add(total, p.stats)
+      total += p.stats
   p.stats = total
   return p.stats, p.channels
-
-
-def _add(a: inference.Stats, b: inference.Stats) -> inference.Stats:
-  return inference.Stats(**{k: getattr(a, k) + getattr(b, k) for k in vars(a)})

@@ -314,14 +314,4 @@ def read_proteins(path) -> list[tuple[str, str]]:
   Invalid letters, empty records and repeated ids raise an InputError naming
   the file, line and record.
   """
-  proteins, seen = [], {}
-  for record in read_fasta(path):
-    if record.id in seen:
-      raise InputError(
-        path, record.line, f'record {record.id!r} repeats the id of line {seen[record.id]}'
-      )
-    seen[record.id] = record.line
-    proteins.append((record.id, record.sequence))
-  if not proteins:
-    raise InputError(path, None, 'no FASTA records (an empty file?)')
-  return proteins
+  return [pair for chunk in protein_chunks(path) for pair in chunk]
