@@ -189,6 +189,12 @@ def load_model(path, *, sharding=None, **overrides):
   """
   path = paths.absolute(resolve_model_dir(path))
   meta = read_meta(path)
+  if not (path / 'params').exists():
+    # A study archive keeps a model's description and digest, not its weights.
+    raise ModelFolderError(
+      f'{path}: a model description without its weights (params/ is absent; restored from '
+      'a study archive?); train it again or name a folder with weights'
+    )
   cfg = model_config(path, meta).replace(**overrides)
   abstract = abstract_model(cfg)
   graphdef, abstract_params, _ = nnx.split(abstract, nnx.Param, ...)

@@ -174,7 +174,9 @@ def quickstart_dir(tmp_path_factory):
   from ptmjax import cli
 
   workdir = tmp_path_factory.mktemp('quickstart')
-  assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK]) == 0
+  # With a study archive (tests/test_study_archive.py restores it elsewhere).
+  store = f'--config.archive_dir={workdir / "archive"}'
+  assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK, store]) == 0
   return workdir
 
 

@@ -35,6 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data_dir = 'tfds_data'
   c.init_path = ''  # a model folder to start every arm from (skips stage 0)
   c.count_pretask = False
+  # The study archive (`studies/archive.py`): each finished seed's runs, scores and probes
+  # without weights, to commit, so a study on machines that do not outlive a sitting
+  # resumes in the next one. '' = none; small/full keep theirs under results/.
+  c.archive_dir = ''
   # Stage-2 recipes, each 'key=value;key=value' on the stage config ('' = as it is): every
   # one is trained for both arms on the first seed, and each arm keeps the one with the
   # best validation metric (`compare.choose_recipes`): equal tuning effort for both arms.
@@ -80,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     stage.progress = False
   if size in ('small', 'full'):
     recipe(c, size)
+    c.archive_dir = f'results/compare_{size}' + (f'_{family}' if family else '') + '/archive'
 
   if size == 'tiny':  # CI: every stage runs a few steps
     c.seeds = '0'

@@ -32,7 +32,7 @@ from ptmjax.data.candidates import Candidates
 from ptmjax.errors import UsageError
 from ptmjax.evaluation import baselines, report, scoring
 from ptmjax.models import create_model
-from ptmjax.studies import compare_report, compare_stats, runs
+from ptmjax.studies import archive, compare_report, compare_stats, runs
 
 log = logging.getLogger('compare')
 
@@ -187,24 +187,26 @@ def choose_recipes(config, workdir: pathlib.Path, init, stage1: dict, seed) -> t
   return chosen, grid
 
 
-def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict, dict]:
-  """Trains every stage; returns (init, {(arm, seed): final model folder}, recipe info).
+def train_arms(config, workdir: pathlib.Path, init, finish_seed=None) -> tuple[dict, dict, dict]:
+  """Trains every stage from `init`; returns ({(arm, seed): final model folder},
+  {(arm, seed, fraction): transfer model folder}, recipe info).
 
-  Recipe info: 'chosen' {arm: recipe} of the first seed (what the transfer curve uses),
+  Seed outermost, and a seed's transfer runs with it: a study stopped part-way leaves
+  whole seeds, which a report can use and `finish_seed(seed, models, transfer)` (the
+  study archive) can keep. Recipe info: 'chosen' {arm: recipe} of the first seed,
   'per_seed' {seed: {arm: recipe}}, 'grid' {seed: {arm: {recipe: value}}}."""
-  init = initial_weights(config, workdir)
-  models = {}
+  models, transfer = {}, {}
   recipes = recipes_of(config)
   kw = dict(data_dir=config.data_dir)
   seeds = seeds_of(config)
+  transfer_seeds = [int(x) for x in str(config.transfer.seeds).split(',') if x.strip()]
   stage1, per_seed, grid = {}, {}, {}
-  # Seed outermost: a study stopped part-way leaves whole seeds, which a report can use.
   for seed in seeds:
     for variant, stage in stage1_variants(config).items():
       stage1[variant, seed] = _train(
         stage, workdir / f'seed{seed}' / variant, f'{variant}/{seed}', seed=seed, init=init, **kw
       )
-    models['stage1', seed] = stage1['stage1', seed]
+      models[variant, seed] = stage1[variant, seed]
     if config.get('recipe_per_seed', False) or seed == seeds[0]:
       per_seed[seed], grid[seed] = choose_recipes(config, workdir, init, stage1, seed)
     else:  # the first seed's choice for every seed
@@ -227,34 +229,36 @@ def train_arms(config, workdir: pathlib.Path) -> tuple[pathlib.Path, dict, dict]
       stage = ml_collections.ConfigDict(config.single.to_dict())
       stage.init_from.skip = ('ptm_head/.*',)  # keep the encoder and count head
       models['count', seed] = _train(stage, d / 'count', f'count/{seed}', seed=seed, init=c1, **kw)
+    seed_transfer = {}
+    if config.transfer.fractions and seed in transfer_seeds:
+      seed_transfer = train_transfer(config, workdir, init, models, per_seed[seed], seed)
+      transfer.update(seed_transfer)
+    if finish_seed is not None:
+      finish_seed(seed, {k: v for k, v in models.items() if k[1] == seed}, seed_transfer)
   info = {'chosen': per_seed[seeds[0]], 'per_seed': per_seed, 'grid': grid, 'recipes': recipes}
-  return init, models, info
+  return models, transfer, info
 
 
-def train_transfer(config, workdir: pathlib.Path, init, models: dict, chosen: dict) -> dict:
-  """The transfer curve's runs: both arms on nested subsets of YAAM training proteins
-  (whole homology clusters; `data.train_fraction`), each arm with its chosen recipe.
-  Returns {(arm, seed, fraction): model folder}; fraction 1.0 is the main runs."""
+def train_transfer(config, workdir: pathlib.Path, init, models: dict, chosen: dict, seed) -> dict:
+  """The transfer curve's runs of `seed`: both arms on nested subsets of YAAM training
+  proteins (whole homology clusters; `data.train_fraction`), each arm with the recipe it
+  chose on this seed. Returns {(arm, seed, fraction): model folder}; fraction 1.0 is the
+  main runs."""
   recipes = recipes_of(config)
   out = {}
-  seeds = [int(x) for x in str(config.transfer.seeds).split(',') if x.strip()]
-  # Seed outermost: a run stopped part-way leaves whole seeds (every fraction), which a
-  # report over fewer seeds can use at once.
-  for seed in seeds:
-    for fraction in config.transfer.fractions:
-      for arm, stage_name in (('single', 'single'), ('two', 'stage2')):
-        out[arm, seed, fraction] = _train(
-          config[stage_name],
-          workdir / 'transfer' / f'fraction{fraction:g}' / f'seed{seed}' / arm,
-          f'transfer/{fraction:g}/{arm}/{seed}',
-          seed=seed,
-          data_dir=config.data_dir,
-          init=models['stage1', seed] if arm == 'two' else init,
-          overrides={**recipes[chosen[arm]], 'data.train_fraction': float(fraction)},
-        )
-  for (arm, seed), path in models.items():
-    if arm in ARM_STAGES and (not seeds or seed in seeds):
-      out[arm, seed, 1.0] = path
+  for fraction in config.transfer.fractions:
+    for arm, stage_name in (('single', 'single'), ('two', 'stage2')):
+      out[arm, seed, fraction] = _train(
+        config[stage_name],
+        workdir / 'transfer' / f'fraction{fraction:g}' / f'seed{seed}' / arm,
+        f'transfer/{fraction:g}/{arm}/{seed}',
+        seed=seed,
+        data_dir=config.data_dir,
+        init=models['stage1', seed] if arm == 'two' else init,
+        overrides={**recipes[chosen[arm]], 'data.train_fraction': float(fraction)},
+      )
+  for arm in ('single', 'two'):
+    out[arm, seed, 1.0] = models[arm, seed]
   return out
 
 
@@ -286,11 +290,13 @@ def model_digest(path) -> str:
   return ckpt.params_digest(nnx.state(model, nnx.Param).to_pure_dict())
 
 
-def score_models(config, workdir, models: dict, splits: dict) -> dict:
+def score_models(config, workdir, models: dict, splits: dict, files: dict | None = None) -> dict:
   """{(arm, seed, split): [N, 16] probabilities}, cached in WORKDIR/scores under the
   model's parameter digest and the split's data digest: a retrained model or rebuilt
-  data is scored again, never served an old file."""
-  cache = paths.as_path(workdir) / 'scores'
+  data is scored again, never served an old file. Scores are rounded to float16 values
+  (`archive.round_scores`), as the study archive keeps them. `files`, when given, gets
+  {model folder: {split: cache file}}."""
+  cache = paths.as_path(workdir) / archive.SCORES_DIR
   cache.mkdir(exist_ok=True, parents=True)
   digests = {split: data_digest(exs)[:16] for split, exs in splits.items()}
   out = {}
@@ -299,15 +305,44 @@ def score_models(config, workdir, models: dict, splits: dict) -> dict:
     weights = model_digest(path)[:16]
     for split, exs in splits.items():
       f = cache / f'{tag}_{split}_{weights}_{digests[split]}.npy'
+      if files is not None:
+        files.setdefault(path.parent, {})[split] = f
       if f.exists():
         out[(*key, split)] = runs.load_array(f)
         continue
       # Every process scores (model loads are collective); process 0 writes the file.
       model, tokenizer, _ = ckpt.load_model(path)
       _, scores = scoring.predict_flat(model, tokenizer, exs, max_len=config.single.data.max_len)
-      out[(*key, split)] = scores.astype(np.float32)
+      out[(*key, split)] = archive.round_scores(scores)
       runs.save_array(f, out[(*key, split)])
   return out
+
+
+def representations(config, workdir, models: dict, val, test, candidates, channels,
+                    files: list | None = None) -> dict:  # fmt: skip
+  """{name: compare_stats.representation(...)} of each model folder in `models`, on the
+  first `report.pca_proteins` validation and test proteins; cached in
+  WORKDIR/representations under the model and data digests (the archive keeps them)."""
+  k = config.report.pca_proteins
+  cache = paths.as_path(workdir) / archive.PROBES_DIR
+  cache.mkdir(exist_ok=True, parents=True)
+  data = data_digest([*val[:k], *test[:k]])[:16]
+  out = {}
+  for name, path in models.items():
+    f = cache / f'{model_digest(path)[:16]}_{data}_{k}.json'
+    if files is not None:
+      files.append(f)
+    if f.exists():
+      out[name] = json.loads(f.read_text())
+      continue
+    out[name] = compare_stats.representation(
+      path, val[:k], test[:k], config.single.data.max_len, candidates, channels
+    )
+    runs.write_text(f, json.dumps(out[name]) + '\n')
+  return out
+
+
+PROBED = ('stage1', 'stage1_nolys', 'single', 'two', 'two_nolys')
 
 
 def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
@@ -347,6 +382,19 @@ def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
   return out
 
 
+def trained_mods(config) -> list[str]:
+  """'Any PTM' is over the modification channels the arms are trained on (`loss.channels`;
+  all of them when unset): a head never trained on a channel outputs noise there, and
+  the any-PTM row once compared models trained on 4 channels with a regression fitted
+  on all 13. The baselines are fitted on the same channels."""
+  trained = set(config.single.loss.get('channels', ()) or ())
+  return [
+    ptm_types.PTM_NAMES[c]
+    for c in ptm_types.MODIFICATION_CHANNELS
+    if not trained or ptm_types.PTM_NAMES[c] in trained
+  ]
+
+
 def run(config, workdir, command: str = '') -> pathlib.Path:
   """Trains what is missing, scores everything, writes WORKDIR/report; returns report.md."""
   t0 = time.time()
@@ -362,33 +410,49 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   if config.get('select_metric'):
     for name in SELECTING_STAGES:
       config[name].checkpoint.best_metric = config.select_metric
-  init, models, recipe_info = train_arms(config, workdir)
+  init = initial_weights(config, workdir)
   seed_list = seeds_of(config)
   seed0 = seed_list[0]
+  val, test = _examples(config, 'validation'), _examples(config, config.report.split)
+  flat_val, flat_test = _flat(val), _flat(test)
+  splits = {'validation': val, 'test': test}
+  flats = {'validation': flat_val, 'test': flat_test}
+  digests = {split: data_digest(exs) for split, exs in splits.items()}
+  mods = trained_mods(config)
+  store = config.get('archive_dir', '')
+  if store:  # finished seeds of earlier sittings, on other machines
+    archive.restore(store, workdir, init_sha256=model_digest(init), flats=flats,
+                    data_digests=digests)  # fmt: skip
+
+  def finish_seed(seed, seed_models, seed_transfer):
+    """Scores and probes a finished seed's models and archives them."""
+    if not store:
+      return
+    info = json.loads((seed_models['single', seed].parent / 'run_info.json').read_text())
+    files, probes = {}, []
+    scored = {k: v for k, v in seed_models.items() if k[0] not in PROBED[:2]}
+    score_models(config, workdir, scored, splits, files)
+    curve_runs = {k: v for k, v in seed_transfer.items() if k[2] != 1.0}
+    score_models(config, workdir, curve_runs, {'test': test}, files)
+    probed = {f'{a}/{s}': p for (a, s), p in seed_models.items() if a in PROBED}
+    representations(config, workdir, probed, val, test, info['candidates'],
+                    config.report.channels, probes)  # fmt: skip
+    archive.export_seed(
+      store, workdir, seed, init_sha256=model_digest(init), score_files=files,
+      probe_files=probes, flats=flats, data_digests=digests,
+      channels=sorted({*mods, *config.report.channels}),
+    )  # fmt: skip
+
+  models, transfer_models, recipe_info = train_arms(config, workdir, init, finish_seed)
   stage1 = {s: models['stage1', s] for s in seed_list}
   gate = stage1_check(config, workdir, stage1) if config.stage1.data.name != 'synthetic' else None
-  transfer_models = {}
-  if config.transfer.fractions:
-    transfer_models = train_transfer(config, workdir, init, models, recipe_info['chosen'])
   training_s = runs.total_seconds(workdir)
   # Written once every stage is known to be this config's (a run trained with other
   # settings is refused above), never over a study whose runs it does not describe.
   runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
 
-  val, test = _examples(config, 'validation'), _examples(config, config.report.split)
-  flat_val, flat_test = _flat(val), _flat(test)
   single_info = json.loads((models['single', seed0].parent / 'run_info.json').read_text())
   candidates = Candidates.from_json(single_info['candidates'])
-  # 'Any PTM' over the modification channels the arms are trained on (`loss.channels`;
-  # all of them when unset): a head never trained on a channel outputs noise there, and
-  # the any-PTM row once compared models trained on 4 channels with a regression fitted
-  # on all 13. The baselines are fitted on the same channels.
-  trained = set(config.single.loss.get('channels', ()) or ())
-  mods = [
-    ptm_types.PTM_NAMES[c]
-    for c in ptm_types.MODIFICATION_CHANNELS
-    if not trained or ptm_types.PTM_NAMES[c] in trained
-  ]
   channels = [
     c
     for c in config.report.channels
@@ -398,8 +462,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     >= config.report.min_test_sites
   ]
   log.info('scoring %d models on %d + %d proteins', len(models), len(val), len(test))
-  arm_models = {k: v for k, v in models.items() if k[0] != 'stage1'}
-  scores = score_models(config, workdir, arm_models, {'validation': val, 'test': test})
+  arm_models = {k: v for k, v in models.items() if k[0] not in PROBED[:2]}
+  scores = score_models(config, workdir, arm_models, splits)
   init_scores = score_models(config, workdir, {('init', 0): init}, {'test': test})[
     'init', 0, 'test'
   ]
@@ -430,15 +494,28 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   )
   curve = None
   if transfer_models:
-    t_scores = score_models(config, workdir, transfer_models, {'test': test})
+    t_scores = score_models(
+      config, workdir, {k: v for k, v in transfer_models.items() if k[2] != 1.0}, {'test': test}
+    )
+    for arm, seed, fraction in transfer_models:
+      if fraction == 1.0:  # the main runs, scored above
+        t_scores[arm, seed, fraction, 'test'] = scores[arm, seed, 'test']
     curve = compare_stats.transfer_curve(config, flat_test, t_scores, candidates, channels, mods)
-  k = config.report.pca_proteins
-  sep_models = {'initial encoder': init, 'after stage 1 (ptmDB)': models['stage1', seed0]}
-  sep_models['after stage 2 (two-stage)'] = models['two', seed0]
-  sep_models['single-stage'] = models['single', seed0]
-  separation = compare_stats.serine_separation(
-    sep_models, val[:k], test[:k], config.single.data.max_len
-  )
+  probed = {'init': init, **{f'{a}/{s}': p for (a, s), p in models.items() if a in PROBED}}
+  reps = representations(config, workdir, probed, val, test, candidates, config.report.channels)
+  probes = compare_stats.probe_table(reps)
+  separation = {}
+  for title, name in (('initial encoder', 'init'), ('after stage 1 (ptmDB)', f'stage1/{seed0}'),
+                      ('after stage 2 (two-stage)', f'two/{seed0}'),
+                      ('single-stage', f'single/{seed0}')):  # fmt: skip
+    r = reps.get(name, {})
+    if 'serine_pca' in r:
+      separation[title] = {
+        'pca': np.asarray(r['serine_pca']),
+        'y': np.asarray(r['serine_y'], bool),
+        'probe_auroc': r['probe']['serine'],
+        'serines': len(r['serine_y']),
+      }
 
   outdir = workdir / 'report'
   if not runs.is_primary():  # everything below writes files: process 0's job
@@ -462,6 +539,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'candidates': candidates.to_json(),
     'homologs_removed': stage1_info['data'].get('homologs_removed'),
     'homologs_of': stage1_info['data'].get('homologs_of'),
+    'homologs_found': stage1_info['data'].get('homologs_found'),
     'taxa_removed': stage1_info['data'].get('taxa_removed'),
     'exclude_taxa': stage1_info['data'].get('exclude_taxa'),
     'yaam_train_homologs_removed': single_data.get('homologs_removed'),
@@ -480,7 +558,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   }
   wall = time.time() - t0 + earlier_s
   compare_report.write_report(
-    outdir, config, results, info, files, separation, command, wall, training_s, curve
+    outdir, config, results, info, files, separation, command, wall, training_s, curve, probes
   )
   payload = {
     'results': results,
@@ -491,6 +569,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'command': command,
     'provenance': provenance,
     'serine_probe_auroc': {k: v['probe_auroc'] for k, v in separation.items()},
+    'probes': probes,
   }
   runs.write_text(outdir / 'results.json', json.dumps(payload, indent=2) + '\n')
   return outdir / 'report.md'

@@ -10,7 +10,7 @@ import numpy as np
 
 from ptmjax.evaluation import calibration as calib
 from ptmjax.evaluation import metrics
-from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, targets, verdict
+from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, PROBE_LABELS, targets, verdict
 
 
 def plots(
@@ -158,7 +158,7 @@ def _diff_line(d, key='auroc'):
 
 
 def write_report(outdir, config, results, info, files, separation, command, wall_s, training_s,
-                 curve=None):  # fmt: skip
+                 curve=None, probes=None):  # fmt: skip
   lines = [f'# Single-stage vs two-stage PTM prediction ({config.size})', '']
   seeds = len(info['seeds'])
   unit = 'homology clusters' if info.get('resample') == 'clusters' else 'proteins'
@@ -224,6 +224,13 @@ def write_report(outdir, config, results, info, files, separation, command, wall
       else '- Stage 1 homology filter: not applied (synthetic sequences are drawn independently).'
     ),
   ]
+  found = info.get('homologs_found') or {}
+  if found:  # both search directions (issue 25): what each one found
+    lines.append(
+      '- Homolog search both ways (a protein found in either direction is removed): '
+      + '; '.join(f'{k.replace("_", " ")}: {v}' for k, v in found.items())
+      + '.'
+    )
   if info.get('taxa_removed') is not None:
     lines.append(
       f'- ptmDB proteins of taxa {info["exclude_taxa"]} (S. cerevisiae) dropped from stage 1: '
@@ -347,6 +354,27 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         f'{"yes" if r.get("hit_cap") else "no"} | {"yes" if r["stopped_early"] else "no"} | '
         f'{r["seconds"]:.0f} |'
       )
+  if probes:
+    names = sorted({p for kinds in probes.values() for p in kinds},
+                   key=lambda p: (p == 'serine', p))  # fmt: skip
+    lines += ['', '## Frozen-representation probes (test AUROC)', '']
+    lines += [
+      'A linear probe (standardised logistic regression, balanced classes) on the frozen '
+      "encoder's hidden states of candidate residues, fitted on the first "
+      f'{config.report.pca_proteins} validation proteins and scored on the first '
+      f'{config.report.pca_proteins} test proteins: does a stage leave the encoder knowing '
+      'more about a channel? Mean over seeds (seed SD); `serine` is serines alone.',
+      '',
+      '| encoder after | ' + ' | '.join(names) + ' | seeds |',
+      '|---|' + '---|' * (len(names) + 1),
+    ]
+    for kind, row in probes.items():
+      cells = []
+      for p in names:
+        c = row.get(p)
+        cells.append(f'{c["mean"]:.3f} ({c["sd"]:.3f})' if c else '')
+      n = max(len(c['per_seed']) for c in row.values())
+      lines.append(f'| {PROBE_LABELS.get(kind, kind)} | ' + ' | '.join(cells) + f' | {n} |')
   if separation:
     lines += ['', '## Serine embeddings', '']
     lines += ['Linear-probe AUROC (logistic regression fitted on validation serines, scored on']

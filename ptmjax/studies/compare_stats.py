@@ -1,6 +1,6 @@
 """The stage comparison's statistics: per-arm metrics with intervals over seeds and test
 proteins, paired differences between arms and against baselines, calibration, the
-serine-embedding probe.
+frozen-representation probes (per channel, and the blog's serine probe).
 
 Inputs are flat over residues (`ptmjax.evaluation.report.Flat`) and scores per
 (arm, seed, split); `compare_report` turns the results into markdown and plots.
@@ -286,38 +286,89 @@ def transfer_curve(config, flat_test, scores, candidates, channels, mods) -> dic
   return out
 
 
-def serine_separation(models: dict, val_exs, test_exs, max_len) -> dict:
-  """Serine embeddings per model: 2-D PCA of test serines and a linear probe's AUROC
-  (logistic regression fitted on validation serines, scored on test serines)."""
+def representation(path, val_exs, test_exs, max_len, candidates, channels) -> dict:
+  """What a frozen encoder knows: per channel, a linear probe (standardised logistic
+  regression, balanced classes) fitted on the hidden states of the validation proteins'
+  candidate residues and scored (AUROC) on the test proteins'; 'serine' is the blog's
+  probe on serines alone (phosphorylated or not), with the 2-D PCA of the test serines.
+
+  Returns {'probe': {name: auroc}, 'test_sites': {name: n}, 'serine_pca': [[x, y], ...],
+  'serine_y': [bool, ...]} (JSON-ready: a study caches it per model digest)."""
   from sklearn.decomposition import PCA
   from sklearn.linear_model import LogisticRegression
 
-  phos = ptm_types.INDEX['phosphorylation']
+  model, tokenizer, _ = ckpt.load_model(path)
 
-  def serines(model, tokenizer, exs):
+  def hidden(exs):
     seqs = [e['sequence'] for e in exs]
     outs, _ = inference.run(
       model, tokenizer, seqs, outputs=('hidden',), max_len=max_len, progress=False
     )
-    x, y = [], []
-    for seq, e, o in zip(seqs, exs, outs, strict=True):
-      lab = np.asarray(e['labels'])[:, phos]
-      s = (np.array(list(seq)) == 'S') & (lab >= 0)
-      x.append(o['hidden'][s])
-      y.append(lab[s] == 1)
-    return np.concatenate(x), np.concatenate(y)
+    flat = report.Flat.from_examples(seqs, [e['labels'] for e in exs])
+    return flat, np.concatenate([o['hidden'] for o in outs])
 
-  out = {}
-  for name, path in models.items():
-    model, tokenizer, _ = ckpt.load_model(path)
-    xv, yv = serines(model, tokenizer, val_exs)
-    xt, yt = serines(model, tokenizer, test_exs)
-    probe = LogisticRegression(C=1.0, class_weight='balanced', max_iter=2000)
+  (flat_v, h_v), (flat_t, h_t) = hidden(val_exs), hidden(test_exs)
+  phos = ptm_types.INDEX['phosphorylation']
+  rows = {c: None for c in channels}
+  rows['serine'] = None
+  out = {'probe': {}, 'test_sites': {}}
+  for name in rows:
+    if name == 'serine':
+      keep_v = (flat_v.residues == 'S') & (flat_v.labels[:, phos] >= 0)
+      keep_t = (flat_t.residues == 'S') & (flat_t.labels[:, phos] >= 0)
+      y_v, y_t = flat_v.labels[keep_v, phos] == 1, flat_t.labels[keep_t, phos] == 1
+    else:
+      keep_v, y_v, _ = report.channel_targets(flat_v, np.zeros(flat_v.labels.shape), candidates,
+                                              name)  # fmt: skip
+      keep_t, y_t, _ = report.channel_targets(flat_t, np.zeros(flat_t.labels.shape), candidates,
+                                              name)  # fmt: skip
+    if min(y_v.sum(), (~y_v).sum(), y_t.sum(), (~y_t).sum()) == 0:
+      continue
+    xv, xt = h_v[keep_v], h_t[keep_t]
     mean, sd = xv.mean(0), xv.std(0) + 1e-6
-    probe.fit((xv - mean) / sd, yv)
-    auc = metrics.auroc(yt, probe.decision_function((xt - mean) / sd))
-    pcs = PCA(2, random_state=0).fit_transform(xt)
-    out[name] = {'pca': pcs, 'y': yt, 'probe_auroc': auc, 'serines': int(len(yt))}
+    probe = LogisticRegression(C=1.0, class_weight='balanced', max_iter=2000)
+    probe.fit((xv - mean) / sd, y_v)
+    out['probe'][name] = float(metrics.auroc(y_t, probe.decision_function((xt - mean) / sd)))
+    out['test_sites'][name] = int(y_t.sum())
+    if name == 'serine':
+      pcs = PCA(2, random_state=0).fit_transform(xt)
+      out['serine_pca'] = np.round(pcs, 4).tolist()
+      out['serine_y'] = y_t.tolist()
+  return out
+
+
+PROBE_LABELS = {
+  'init': 'initial encoder (stage 0)',
+  'stage1': 'after stage 1 (ptmDB)',
+  'stage1_nolys': 'after stage 1 without lysine channels',
+  'single': 'single-stage (YAAM)',
+  'two': 'two-stage (ptmDB, then YAAM)',
+  'two_nolys': 'two-stage, lysine channels masked in stage 1',
+}
+
+
+def probe_table(reps: dict) -> dict:
+  """{model kind: {probe: {'mean', 'sd', 'per_seed', 'test_sites'}}} of the
+  representations {'KIND/SEED' or 'init': representation(...)}; kinds in PROBE_LABELS
+  order, probes as each representation holds them."""
+  grouped = {}
+  for name, r in reps.items():
+    kind = name.split('/')[0]
+    for probe, value in r['probe'].items():
+      cell = grouped.setdefault(kind, {}).setdefault(
+        probe, {'per_seed': [], 'test_sites': r['test_sites'][probe]}
+      )
+      cell['per_seed'].append(value)
+  out = {}
+  for kind in [k for k in PROBE_LABELS if k in grouped]:
+    out[kind] = {}
+    for probe, cell in grouped[kind].items():
+      v = np.asarray(cell['per_seed'])
+      out[kind][probe] = {
+        **cell,
+        'mean': float(v.mean()),
+        'sd': float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+      }
   return out
 
 

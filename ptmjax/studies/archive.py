@@ -1,0 +1,213 @@
+"""A study's finished seeds as files that travel with the repository, without weights.
+
+A study on 2 CPU cores runs for hours, in several sittings, on machines whose disks do
+not outlive a sitting. After each seed, `export_seed` copies what the report reads from
+every run of that seed into the archive (`compare.archive_dir`, e.g. under `results/`,
+to be committed): each run's `config.json`, `run_info.json`, `metrics.jsonl`,
+`timing.json`, `thresholds.json` and model description (`final/ptmjax_model.json`, with
+its parameter digest), the run's validation/test scores at its candidate residues, and
+its frozen-representation probes. `restore` writes them back into a work dir: the study
+then finds those runs finished (their settings are checked against the study's, as for
+any finished run: `trainer.check_identity`) and their scores cached (`score_models`), and
+computes the report from them exactly as from the live runs.
+
+Weights are not archived (megabytes per run). What later seeds train from, stage 0, is
+trained again in each sitting and must come out with the same parameter digest as the
+archived seeds started from; otherwise `restore` refuses, naming both digests.
+Scores are stored as float16: `compare.score_models` rounds every live score the same
+way, so a report from archived seeds equals one from live runs to the digit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import shutil
+
+import numpy as np
+
+from ptmjax import checkpoint as ckpt
+from ptmjax import paths
+from ptmjax.data.candidates import Candidates
+from ptmjax.errors import UsageError
+from ptmjax.studies import runs
+
+log = logging.getLogger(__name__)
+
+FORMAT = 'ptmjax-study-archive/1'
+MANIFEST = 'seed.json'
+COMMON = 'common.json'
+RUN_FILES = ('config.json', 'run_info.json', 'metrics.jsonl', 'timing.json', 'thresholds.json')
+SCORES_DIR = 'scores'  # in the work dir: compare.score_models' cache
+PROBES_DIR = 'representations'  # in the work dir: compare.representations' cache
+
+
+def round_scores(scores: np.ndarray) -> np.ndarray:
+  """Scores as the archive keeps them (float16 values, held as float32)."""
+  return np.asarray(scores, np.float16).astype(np.float32)
+
+
+def score_mask(flat, candidates, channels) -> np.ndarray:
+  """[N, 16] the entries a study reads: the candidate residues of `channels` (every
+  other entry of a score array is never looked at: `report.channel_targets` and
+  `report.any_targets` read candidates only)."""
+  from ptmjax.data import ptm_types
+
+  mask = Candidates.from_config(candidates).mask(flat.residues, flat.positions).copy()
+  cols = np.zeros(mask.shape[1], bool)
+  cols[[ptm_types.INDEX[c] for c in channels]] = True
+  mask[:, ~cols] = False
+  return mask
+
+
+def compact(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  return np.asarray(scores, np.float16)[mask]
+
+
+def expand(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  if len(values) != int(mask.sum()):
+    raise UsageError(
+      f'archived scores hold {len(values)} values where this data has {int(mask.sum())} '
+      'candidate entries: the dataset differs from the one the seed was scored on'
+    )
+  out = np.zeros(mask.shape, np.float32)
+  out[mask] = values.astype(np.float32)
+  return out
+
+
+def _run_dirs(workdir: pathlib.Path, seed: int) -> list[pathlib.Path]:
+  """Every training run of `seed`: below WORKDIR/seedK, and the transfer runs of seedK."""
+  roots = [workdir / f'seed{seed}', *sorted(workdir.glob(f'transfer/*/seed{seed}'))]
+  return sorted({f.parent for root in roots if root.exists() for f in root.rglob('config.json')})
+
+
+def export_seed(
+  archive: pathlib.Path, workdir: pathlib.Path, seed: int, *, init_sha256: str,
+  score_files: dict, probe_files: list, flats: dict, data_digests: dict, channels,
+) -> pathlib.Path:  # fmt: skip
+  """Copies seed `seed`'s runs (every one finished) into ARCHIVE/seedK, replacing an
+  earlier export of it; returns the seed's folder.
+
+  Args:
+    init_sha256: the parameter digest of the weights every run of the seed started from.
+    score_files: {run dir: {split: cache file}} of the seed's scored runs.
+    probe_files: representation cache files of the seed's models.
+    flats / data_digests: {split: report.Flat / data digest} the scores are of.
+    channels: the channels whose candidate scores are kept.
+  """
+  if not runs.is_primary():
+    return archive / f'seed{seed}'
+  workdir, archive = paths.as_path(workdir), paths.as_path(archive)
+  target = archive / f'seed{seed}'
+  tmp = archive / f'seed{seed}.tmp'
+  if tmp.exists():
+    shutil.rmtree(tmp)
+  listed = []
+  for run in _run_dirs(workdir, seed):
+    if not runs.is_finished(run):
+      raise UsageError(f'{run} is not finished: seed {seed} cannot be archived yet')
+    rel = run.relative_to(workdir)
+    out = tmp / 'runs' / rel
+    (out / 'final').mkdir(parents=True)
+    for name in RUN_FILES:
+      if (run / name).exists():
+        shutil.copy2(run / name, out / name)
+    shutil.copy2(run / 'final' / ckpt.MODEL_FILE, out / 'final' / ckpt.MODEL_FILE)
+    entry = {'run': str(rel), 'scores': {}}
+    candidates = json.loads((run / 'run_info.json').read_text())['candidates']
+    for split, cache in score_files.get(run, {}).items():
+      mask = score_mask(flats[split], candidates, channels)
+      values = compact(runs.load_array(cache), mask)
+      np.savez_compressed(out / f'scores_{split}.npz', values=values)
+      entry['scores'][split] = {'cache': cache.name, 'data_sha256': data_digests[split]}
+    listed.append(entry)
+  (tmp / 'representations').mkdir(parents=True)
+  for f in probe_files:
+    shutil.copy2(f, tmp / 'representations' / f.name)
+  manifest = {
+    'format': FORMAT,
+    'seed': seed,
+    'init_sha256': init_sha256,
+    'channels': list(channels),
+    'runs': listed,
+    'git': runs.git_revision(),
+  }
+  (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n')
+  if target.exists():
+    shutil.rmtree(target)
+  tmp.rename(target)
+  log.info('seed %d archived: %d runs -> %s', seed, len(listed), target)
+  return target
+
+
+def archived_seeds(archive) -> list[int]:
+  archive = paths.as_path(archive)
+  if not archive.exists():
+    return []
+  return sorted(
+    json.loads(f.read_text())['seed'] for f in archive.glob(f'seed*/{MANIFEST}') if f.is_file()
+  )
+
+
+def restore(archive, workdir, *, init_sha256: str, flats: dict, data_digests: dict) -> list[int]:
+  """Writes every archived seed that the work dir lacks back into it (runs, scores,
+  probes); returns the seeds restored. A run already in the work dir is left as it is.
+
+  Raises UsageError when an archived seed started from other initial weights, or was
+  scored on other data (its runs cannot be re-scored without weights)."""
+  archive, workdir = paths.as_path(archive), paths.as_path(workdir)
+  restored = []
+  for seed in archived_seeds(archive):
+    folder = archive / f'seed{seed}'
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get('format') != FORMAT:
+      raise UsageError(f'{folder / MANIFEST}: not a {FORMAT} manifest')
+    if manifest['init_sha256'] != init_sha256:
+      raise UsageError(
+        f'{folder}: seed {seed} was trained from initial weights {manifest["init_sha256"][:16]}, '
+        f'this study starts from {init_sha256[:16]} (stage 0 trained differently: other '
+        'settings, data or JAX version); use the initial weights it was trained from '
+        '(--config.init_path) or move the archive aside'
+      )
+    wrote = 0
+    for entry in manifest['runs']:
+      src, dst = folder / 'runs' / entry['run'], workdir / entry['run']
+      if runs.is_finished(dst):
+        continue
+      if dst.exists():  # a partial retraining of this run in the work dir: the archive wins
+        shutil.rmtree(dst)
+      shutil.copytree(src, dst, ignore=shutil.ignore_patterns('scores_*.npz'))
+      candidates = json.loads((src / 'run_info.json').read_text())['candidates']
+      for split, s in entry['scores'].items():
+        if s['data_sha256'] != data_digests[split]:
+          raise UsageError(
+            f'{folder}: seed {seed} was scored on other {split} data (data digest '
+            f'{s["data_sha256"][:16]}, now {data_digests[split][:16]}); rebuild the '
+            'dataset it was built from, or move the archive aside'
+          )
+        mask = score_mask(flats[split], candidates, manifest['channels'])
+        values = np.load(src / f'scores_{split}.npz')['values']
+        runs.save_array(workdir / SCORES_DIR / s['cache'], expand(values, mask))
+      wrote += 1
+    for f in sorted((folder / 'representations').glob('*.json')):
+      (workdir / PROBES_DIR).mkdir(parents=True, exist_ok=True)
+      if not (workdir / PROBES_DIR / f.name).exists():
+        shutil.copy2(f, workdir / PROBES_DIR / f.name)
+    if wrote:
+      restored.append(seed)
+      log.info('seed %d restored from %s: %d runs (no weights)', seed, folder, wrote)
+  return restored
+
+
+def write_common(archive, name: str, data: dict) -> None:
+  """One study-wide file in the archive (e.g. the stage-1 baseline), merged by key."""
+  path = paths.as_path(archive) / COMMON
+  current = json.loads(path.read_text()) if path.exists() else {}
+  current[name] = data
+  runs.write_text(path, json.dumps(current, indent=2, sort_keys=True) + '\n')
+
+
+def read_common(archive, name: str):
+  path = paths.as_path(archive) / COMMON
+  return json.loads(path.read_text()).get(name) if path.exists() else None

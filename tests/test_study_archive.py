@@ -1,0 +1,91 @@
+"""The study archive: finished seeds without weights, restored on another machine."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ptmjax import checkpoint as ckpt
+from ptmjax import configs
+from ptmjax.data.candidates import Candidates
+from ptmjax.errors import ModelFolderError, UsageError
+from ptmjax.evaluation import report
+from ptmjax.studies import archive, compare
+from tests.conftest import QUICK
+
+
+def _config(store, seeds='0'):
+  overrides = [o for o in QUICK if not o.startswith('--config.seeds=')]
+  return configs.load(
+    'compare:quickstart', [*overrides, f'--config.seeds={seeds}', f'--config.archive_dir={store}']
+  )
+
+
+@pytest.fixture(scope='module')
+def archived(quickstart_dir):
+  """(work dir, archive) of the session's quickstart (QUICK, seed 0, an archive)."""
+  return quickstart_dir, quickstart_dir / 'archive'
+
+
+def test_a_restored_study_trains_nothing_and_reports_the_same_numbers(archived, tmp_path):
+  root, store = archived
+  second = tmp_path / 'second'  # another machine: only the archive travels
+  compare.run(_config(store), second)
+  first = json.loads((root / 'report' / 'results.json').read_text())
+  again = json.loads((second / 'report' / 'results.json').read_text())
+  assert again['results'] == first['results']
+  assert again['probes'] == first['probes']
+  assert again['info']['runs'] == first['info']['runs']
+  # Nothing trained in the second work dir: its runs have no checkpoints, no weights.
+  assert not list((second / 'seed0').rglob('checkpoints'))
+  assert not list((second / 'seed0').rglob('params'))
+  assert archive.archived_seeds(store) == [0]
+
+
+def test_the_archive_holds_no_weights(archived):
+  _, store = archived
+  files = [f for f in store.rglob('*') if f.is_file()]
+  assert files and not [f for f in files if 'params' in f.parts or 'checkpoints' in f.parts]
+  manifest = json.loads((store / 'seed0' / archive.MANIFEST).read_text())
+  runs = {e['run'] for e in manifest['runs']}
+  assert {'seed0/stage1', 'seed0/single', 'seed0/two'} <= runs
+  assert all(e['scores'] for e in manifest['runs'] if e['run'] in ('seed0/single', 'seed0/two'))
+
+
+def test_restore_refuses_a_seed_trained_from_other_initial_weights(archived, tmp_path):
+  _, store = archived
+  copy = tmp_path / 'archive'
+  shutil.copytree(store, copy)
+  manifest = copy / 'seed0' / archive.MANIFEST
+  data = json.loads(manifest.read_text())
+  data['init_sha256'] = '0' * 64
+  manifest.write_text(json.dumps(data))
+  with pytest.raises(UsageError, match='initial weights 0000000000000000'):
+    compare.run(_config(copy), tmp_path / 'third')
+
+
+def test_a_weightless_model_folder_is_a_clear_error(archived, tmp_path):
+  _, store = archived
+  folder = store / 'seed0' / 'runs' / 'seed0' / 'single' / 'final'
+  with pytest.raises(ModelFolderError, match='without its weights'):
+    ckpt.load_model(folder)
+
+
+def test_compact_scores_keep_every_entry_a_study_reads():
+  seqs = ['MSTKYAS', 'KKSTPLY']
+  labels = [np.zeros((len(s), 16), np.int8) for s in seqs]
+  flat = report.Flat.from_examples(seqs, labels)
+  rng = np.random.default_rng(0)
+  scores = rng.random((len(flat.residues), 16)).astype(np.float32)
+  cand = Candidates.from_json({'phosphorylation': 'STY', 'acetylation': 'K'})
+  mask = archive.score_mask(flat, cand, ['phosphorylation', 'acetylation'])
+  back = archive.expand(archive.compact(scores, mask), mask)
+  rounded = archive.round_scores(scores)
+  for channel in ('phosphorylation', 'acetylation'):
+    a = report.channel_targets(flat, rounded, cand, channel)
+    b = report.channel_targets(flat, back, cand, channel)
+    np.testing.assert_array_equal(a[2], b[2])
+    assert len(a[2]) > 0
+  with pytest.raises(UsageError, match='dataset differs'):
+    archive.expand(archive.compact(scores, mask)[:-1], mask)
