@@ -93,7 +93,6 @@ class JaxTrainStep:
 
   def __init__(self, model_cfg, config, candidates: dict, mesh=None):
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     from ptmjax import sharding as shd
@@ -102,6 +101,7 @@ class JaxTrainStep:
     from ptmjax.data.candidates import Candidates
     from ptmjax.models import create_model
     from ptmjax.training import optimizer, steps
+    from ptmjax.training.loss_spec import LossSpec
 
     tokenizer = tok.esm()
     mesh = mesh or shd.make_mesh({'data': 1, 'fsdp': 1, 'tensor': 1}, jax.devices()[:1])
@@ -120,8 +120,10 @@ class JaxTrainStep:
       self.state = jax.jit(lambda: nnx.split(create_state())[1], out_shardings=state_sharding)()
     channel_mask = np.isin(np.array(ptm_types.PTM_NAMES), list(candidates))
     pos_weight = np.full(ptm_types.NUM_TYPES, 10.0, np.float32)
-    cand = jnp.asarray(Candidates.from_config(candidates).token_table(tokenizer))
-    fn = steps.make_train_step(graphdef, config, tokenizer, cand, pos_weight, channel_mask)
+    spec = LossSpec.from_config(
+      config, tokenizer, Candidates.from_config(candidates), pos_weight, channel_mask
+    )
+    fn = steps.make_train_step(graphdef, spec, tokenizer)
     self.mesh = mesh
     self._step = jax.jit(
       fn,

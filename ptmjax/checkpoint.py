@@ -33,8 +33,8 @@ from ptmjax.data import tokenizer as tok
 from ptmjax.errors import ModelFolderError
 from ptmjax.models.config import ModelConfig
 from ptmjax.models.model import PtmModel, abstract_model, create_model, path_str
+from ptmjax.run_dir import MODEL_FILE, PARAMS, RunDir
 
-MODEL_FILE = 'ptmjax_model.json'
 FORMAT = 'ptmjax-model/1'
 
 
@@ -80,7 +80,7 @@ def save_model(path, model: PtmModel, tokenizer: tok.Tokenizer, info: dict | Non
   if jax.process_count() > 1:
     params = jax.tree.map(_global_array, params)
   checkpointer = ocp.Checkpointer(_state_handler(target))
-  checkpointer.save(target / 'params', args=ocp.args.StandardSave(params), force=True)
+  checkpointer.save(target / PARAMS, args=ocp.args.StandardSave(params), force=True)
   meta = {
     'format': FORMAT,
     'model': model.cfg.to_dict(),
@@ -140,8 +140,8 @@ def read_meta(path) -> dict:
   file = path / MODEL_FILE
   if not file.is_file():
     hint = ''
-    if (path / 'final' / MODEL_FILE).is_file():
-      hint = f'; a training work dir holds its final model at {path / "final"}'
+    if RunDir(path).is_finished():
+      hint = f'; a training work dir holds its final model at {RunDir(path).final}'
     raise FileNotFoundError(f'{path}: not a ptmjax model folder (no {MODEL_FILE}){hint}')
   try:
     meta = json.loads(file.read_text())
@@ -169,8 +169,8 @@ def model_config(path, meta: dict) -> ModelConfig:
 def resolve_model_dir(path) -> pathlib.Path:
   """Accepts a model folder or a training work dir (whose `final/` is one)."""
   path = paths.as_path(path, 'model folder')
-  if not (path / MODEL_FILE).is_file() and (path / 'final' / MODEL_FILE).is_file():
-    return path / 'final'
+  if not (path / MODEL_FILE).is_file() and RunDir(path).is_finished():
+    return RunDir(path).final
   return path
 
 
@@ -189,7 +189,7 @@ def load_model(path, *, sharding=None, **overrides):
   """
   path = paths.absolute(resolve_model_dir(path))
   meta = read_meta(path)
-  if not (path / 'params').exists():
+  if not (path / PARAMS).exists():
     # A study archive keeps a model's description and digest, not its weights.
     raise ModelFolderError(
       f'{path}: a model description without its weights (params/ is absent; restored from '
@@ -209,7 +209,7 @@ def load_model(path, *, sharding=None, **overrides):
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings
     )
   try:
-    params = ocp.StandardCheckpointer().restore(path / 'params', target)
+    params = ocp.StandardCheckpointer().restore(path / PARAMS, target)
   except Exception as e:  # noqa: BLE001 - Orbax wraps TensorStore's errors in a bare Exception
     first = str(e).splitlines()[0][:300] if str(e) else ''
     raise ModelFolderError(
@@ -258,9 +258,9 @@ def init_params_from(state_params: dict, path, skip) -> tuple[dict, list[str], l
   meta = read_meta(path)
   model_config(path, meta)
   try:
-    tree = ocp.PyTreeCheckpointer().metadata(path / 'params').item_metadata.tree
+    tree = ocp.PyTreeCheckpointer().metadata(path / PARAMS).item_metadata.tree
     loaded = ocp.PyTreeCheckpointer().restore(
-      path / 'params',
+      path / PARAMS,
       args=ocp.args.PyTreeRestore(
         restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
       ),
@@ -305,3 +305,30 @@ def state_to_tree(state) -> dict:
 def state_from_tree(tree: dict) -> dict:
   """The inverse of `state_to_tree`, for `nnx.replace_by_pure_dict`."""
   return {0: tree['model'], 1: tree['optimizer']}
+
+
+# --- a run's model ---------------------------------------------------------------------
+INIT_FROM_KEEPS = (
+  # Model settings a run may change on top of an init_from folder's config: none
+  # of them changes a parameter shape the folder has (heads are re-created).
+  'dtype', 'remat', 'dropout_rate', 'ptm_head', 'head_dim', 'conv_width', 'attention_dropout_rate',
+)  # fmt: skip
+
+
+def model_and_tokenizer(config) -> tuple[ModelConfig, tok.Tokenizer]:
+  """The model config and tokenizer: the config's own, or those of `init_from.path`."""
+  if config.init_from.get('path'):
+    meta = read_meta(resolve_model_dir(config.init_from.path))
+    keep = {k: v for k, v in config.model.items() if k in INIT_FROM_KEEPS}
+    return ModelConfig.from_dict({**meta['model'], **keep}), tokenizer_from_dict(meta['tokenizer'])
+  tokenizer = tok.TOKENIZERS[config.model.get('tokenizer', 'esm')]()
+  # The vocabulary and special ids are the tokenizer's, whatever the config's defaults say.
+  ids = dict(
+    vocab_size=tokenizer.vocab_size,
+    pad_id=tokenizer.pad_id,
+    cls_id=tokenizer.cls_id,
+    eos_id=-1 if tokenizer.eos_id is None else tokenizer.eos_id,
+    mask_id=tokenizer.mask_id,
+  )
+  fields = {k: v for k, v in config.model.items() if k != 'tokenizer'}
+  return ModelConfig.from_dict({**fields, **ids}), tokenizer

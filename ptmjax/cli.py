@@ -225,14 +225,15 @@ def jax_process_index() -> int:
 def _train(args, rest) -> int:
   _init_distributed(args)
 
+  from ptmjax.run_dir import RunDir
   from ptmjax.training import trainer
 
   config = _config(args.config, rest)
   if args.restart and jax_process_index() == 0:
-    trainer.move_aside(args.workdir)
+    RunDir.at(args.workdir).move_aside()
   result = trainer.train(config, args.workdir)  # Preempted: exit 143 (commands.run_guarded)
   print(json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1))
-  print(f'final model: {args.workdir}/final')
+  print(f'final model: {RunDir.at(args.workdir).final}')
   return 0
 
 
@@ -289,8 +290,7 @@ def _bench(args, rest) -> int:
 def _quickstart(args, rest) -> int:
   from ptmjax.studies import compare
 
-  suffix = '' if args.family == 'transformer' else f'-{args.family}'
-  _config(f'compare:quickstart{suffix}', rest)
+  _config(compare.quickstart_config(args.family), rest)
   compare.quickstart(args.workdir, rest, args.family)
   return 0
 

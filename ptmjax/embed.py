@@ -46,10 +46,9 @@ def embed_fasta(
   if pad_to:
     overrides['padding'] = 'reference'
   model, tokenizer, _ = ckpt.load_model(checkpoint, **overrides)
-  proteinbert = model.cfg.family == 'proteinbert'
-  if pad_to and not proteinbert:
+  if pad_to and not model.traits.reference_padding:
     raise UsageError("--pad-to selects ProteinBERT's reference padding; this is a transformer")
-  outputs = ('hidden',) + (('pooled',) if proteinbert else ()) + (('mlm',) if lm else ())
+  outputs = ('hidden',) + model.traits.protein_outputs + (('mlm',) if lm else ())
   total = inference.Stats()
   ids = []
   # Streamed: each chunk of proteins is embedded and its arrays written into the .npz
@@ -74,7 +73,7 @@ def embed_fasta(
           raise NonFiniteOutputError(f'protein {pid!r}: the model gave non-finite embeddings')
         ids.append(pid)
         _member(npz, f'residues/{pid}', res['hidden'])
-        _member(npz, f'pooled/{pid}', res['pooled'] if proteinbert else res['hidden'].mean(0))
+        _member(npz, f'pooled/{pid}', res['pooled'] if 'pooled' in res else res['hidden'].mean(0))
         if lm:
           logits = res['mlm'] - res['mlm'].max(-1, keepdims=True)
           probs = np.exp(logits)

@@ -143,13 +143,13 @@ def run(
     throughput statistics).
   """
   model.eval()
-  whole = model.cfg.family == 'proteinbert' and pad_to is None
+  whole = model.traits.whole_sequences and pad_to is None
   if pad_to is not None:
     max_len = pad_to
   elif whole:
     max_len = max(map(len, sequences), default=1) + tokenizer.num_special
   max_len = model.cfg.max_len if max_len is None else max_len
-  if 'pooled' in outputs and model.cfg.family != 'proteinbert':
+  if 'pooled' in outputs and 'pooled' not in model.traits.protein_outputs:
     raise ValueError("'pooled' is ProteinBERT's global track; average 'hidden' instead")
   window = max_len - tokenizer.num_special
   if window < 1:
@@ -158,23 +158,45 @@ def run(
   if tokens_per_batch is None:
     tokens_per_batch = 2048 if jax.default_backend() == 'cpu' else 16384
 
-  items = []  # (sequence index, start, end, owned residue mask within the window)
+  items = plan_windows(sequences, window, stride)
+  stats = Stats(proteins=len(sequences), residues=sum(map(len, sequences)), windows=len(items))
+  batches = plan_batches(
+    items, tokenizer.num_special, max_len, tokens_per_batch, whole=whole, pad_to=pad_to
+  )
+  start = time.perf_counter()
+  results = execute(forward, tokenizer, sequences, items, batches, outputs, stats, progress)
+  stats.seconds = time.perf_counter() - start
+  return results, stats
+
+
+def plan_windows(sequences: Sequence[str], window: int, stride: int | None) -> list[tuple]:
+  """(sequence index, start, end, owned residue mask within the window) per window: the
+  residues each window's outputs are taken for (`window_owners`)."""
+  items = []
   for i, seq in enumerate(sequences):
     spans = window_spans(len(seq), window, stride)
     owners = window_owners(len(seq), spans)
     for w, (s, e) in enumerate(spans):
       items.append((i, s, e, owners[s:e] == w))
-  results: list[dict[str, np.ndarray]] = [{} for _ in sequences]
-  stats = Stats(proteins=len(sequences), residues=sum(map(len, sequences)), windows=len(items))
+  return items
+
+
+def plan_batches(
+  items, num_special: int, max_len: int, tokens_per_batch: int, *, whole: bool, pad_to
+) -> list[tuple[int, int, list[int]]]:
+  """(padded length, rows, window indices) per forward pass.
+
+  Few batch shapes per padded length (rows = tokens_per_batch // length, or a power of
+  two for the last batch), so each length compiles at most a few times. The padded
+  length: `pad_to` (the reference padding), a ladder of lengths for whole proteins,
+  else a multiple of 64 up to `max_len` (`padded_length`)."""
 
   def padded(k):
-    n = items[k][2] - items[k][1] + tokenizer.num_special
+    n = items[k][2] - items[k][1] + num_special
     if pad_to is not None:
       return pad_to
     return ladder_length(n) if whole else padded_length(n, max_len)
 
-  # Few batch shapes per padded length (rows = tokens_per_batch // length, or a
-  # power of two for the last batch), so each length compiles at most a few times.
   by_length: dict[int, list[int]] = {}
   for k in range(len(items)):
     by_length.setdefault(padded(k), []).append(k)
@@ -187,8 +209,13 @@ def run(
       # to full rows, one compiled shape per length; at most one batch per length wasted).
       last = rows if whole else min(rows, 1 << (len(chunk) - 1).bit_length())
       batches.append((length, last, chunk))
+  return batches
 
-  start = time.perf_counter()
+
+def execute(forward, tokenizer, sequences, items, batches, outputs, stats: Stats, progress):
+  """Runs the planned batches and stitches each window's owned residues into per-protein
+  arrays; counts the padded tokens in `stats`."""
+  results: list[dict[str, np.ndarray]] = [{} for _ in sequences]
   bar = tqdm(
     total=stats.residues, unit='res', unit_scale=True, disable=not progress, desc='residues'
   )
@@ -210,5 +237,4 @@ def run(
         results[i][name][s:e][owned] = per_residue[owned]
       bar.update(int(owned.sum()))
   bar.close()
-  stats.seconds = time.perf_counter() - start
-  return results, stats
+  return results

@@ -1,5 +1,7 @@
 """Candidates: one value for which residues each channel scores, against brute force."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -163,6 +165,7 @@ def test_the_loss_scores_what_the_metrics_score_in_cropped_windows():
   from ptmjax.data import pipeline
   from ptmjax.models import ModelConfig, create_model
   from ptmjax.training import optimizer, steps
+  from ptmjax.training.loss_spec import LossSpec
 
   exs = _nt_examples()
   c = Candidates.derive(exs)
@@ -179,9 +182,12 @@ def test_the_loss_scores_what_the_metrics_score_in_cropped_windows():
   graphdef, state = nnx.split((model, opt))
   channel_mask = np.zeros(ptm_types.NUM_TYPES, np.float32)
   channel_mask[[NT, ptm_types.INDEX['phosphorylation']]] = 1
-  args = (graphdef, config, t, c.token_table(t), np.ones(ptm_types.NUM_TYPES), channel_mask)
-  limited = jax.jit(steps.make_train_step(*args, position_limits=c.position_limits()))
-  unlimited = jax.jit(steps.make_train_step(*args))
+  spec = LossSpec.from_config(config, t, c, np.ones(ptm_types.NUM_TYPES), channel_mask)
+  assert spec.position_limits is not None
+  limited = jax.jit(steps.make_train_step(graphdef, spec, t))
+  unlimited = jax.jit(
+    steps.make_train_step(graphdef, dataclasses.replace(spec, position_limits=None), t)
+  )
   mid_protein = total = everywhere = 0
   for b in range(pipe.steps_per_epoch()):
     batch = pipe.batch(0, b)

@@ -24,7 +24,7 @@ OLD = REPO / 'tests' / 'fixtures' / 'layout_0808f8c'
 
 # Layers, lowest first: a module may import its own layer or lower ones, never higher.
 LAYERS = (
-  ('ptmjax', 'ptmjax.sharding', 'ptmjax.errors', 'ptmjax.paths'),
+  ('ptmjax', 'ptmjax.sharding', 'ptmjax.errors', 'ptmjax.paths', 'ptmjax.run_dir'),
   ('ptmjax.data',),
   ('ptmjax.models',),
   ('ptmjax.checkpoint', 'ptmjax.inference'),

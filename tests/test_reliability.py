@@ -259,7 +259,9 @@ def test_one_trainer_per_work_dir(tmp_path):
   c = _config()
   c.eval.every_steps = 0
   tmp_path.mkdir(exist_ok=True)
-  with trainer.workdir_lock(tmp_path):
+  from ptmjax.run_dir import RunDir
+
+  with RunDir(tmp_path).lock():
     with pytest.raises(WorkdirError, match=r'in use by process \d+ on '):
       trainer.train(c, tmp_path)
   assert not (tmp_path / 'metrics.jsonl').exists()

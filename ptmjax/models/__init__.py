@@ -7,13 +7,23 @@ MLP), `attention` (batched and CPU attention), `encoder`, `heads`, `model`
 
 from ptmjax.models.config import ModelConfig
 from ptmjax.models.encoder import Encoder
-from ptmjax.models.model import HEADS, PtmModel, abstract_model, create_model, num_params
+from ptmjax.models.model import (
+  HEADS,
+  TRAITS,
+  PtmModel,
+  Traits,
+  abstract_model,
+  create_model,
+  num_params,
+)
 
 __all__ = [
   'HEADS',
   'Encoder',
   'ModelConfig',
   'PtmModel',
+  'TRAITS',
+  'Traits',
   'abstract_model',
   'create_model',
   'num_params',

@@ -6,6 +6,7 @@ moves them onto residues (residue i is token i + 1, after <cls>).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -19,6 +20,29 @@ from ptmjax.models.layers import default_segments
 from ptmjax.models.proteinbert import AnnotationHead, LmHead, ProteinBertEncoder
 
 HEADS = ('ptm', 'count', 'mlm', 'annotations')
+
+
+@dataclasses.dataclass(frozen=True)
+class Traits:
+  """What code outside `models/` may know of an encoder family, so that the train
+  step, inference and embed ask the model instead of testing its family."""
+
+  # The MLM corruption: 'replace' (ProteinBERT: random tokens of the whole vocabulary,
+  # the loss on every real token) or 'mask' (BERT: 80/10/10 on chosen residues).
+  corruption: str
+  # No position embeddings and a cost linear in length: a protein is read whole
+  # rather than in `max_len` windows.
+  whole_sequences: bool
+  # Per-protein outputs besides 'hidden' ('pooled': ProteinBERT's global track).
+  protein_outputs: tuple[str, ...]
+  # The original's padding mode (`padding='reference'`, `ptmjax embed --pad-to`).
+  reference_padding: bool
+
+
+TRAITS = {
+  'transformer': Traits('mask', False, (), False),
+  'proteinbert': Traits('replace', True, ('pooled',), True),
+}
 
 
 class PtmModel(nnx.Module):
@@ -40,6 +64,10 @@ class PtmModel(nnx.Module):
     self.mlm_head = LmHead(cfg, rngs=rngs) if pb else MlmHead(cfg, rngs)
     if pb:
       self.annotation_head = AnnotationHead(cfg, rngs=rngs)
+
+  @property
+  def traits(self) -> Traits:
+    return TRAITS[self.cfg.family]
 
   def residue_mask(self, tokens, segment_ids):
     """True on residue tokens: not padding, <cls> or <eos>."""

@@ -27,10 +27,10 @@ import shutil
 
 import numpy as np
 
-from ptmjax import checkpoint as ckpt
 from ptmjax import paths
 from ptmjax.data.candidates import Candidates
 from ptmjax.errors import UsageError
+from ptmjax.run_dir import MODEL_FILE, RunDir
 from ptmjax.studies import runs
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 FORMAT = 'ptmjax-study-archive/1'
 MANIFEST = 'seed.json'
 COMMON = 'common.json'
-RUN_FILES = ('config.json', 'run_info.json', 'metrics.jsonl', 'timing.json', 'thresholds.json')
 SCORES_DIR = 'scores'  # in the work dir: compare.score_models' cache
 PROBES_DIR = 'representations'  # in the work dir: compare.representations' cache
 
@@ -79,7 +78,7 @@ def expand(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _run_dirs(workdir: pathlib.Path, seed: int) -> list[pathlib.Path]:
   """Every training run of `seed`: below WORKDIR/seedK, and the transfer runs of seedK."""
   roots = [workdir / f'seed{seed}', *sorted(workdir.glob(f'transfer/*/seed{seed}'))]
-  return sorted({f.parent for root in roots if root.exists() for f in root.rglob('config.json')})
+  return sorted({f.parent for root in roots if root.exists() for f in root.rglob(RunDir.CONFIG)})
 
 
 def export_seed(
@@ -109,13 +108,14 @@ def export_seed(
       raise UsageError(f'{run} is not finished: seed {seed} cannot be archived yet')
     rel = run.relative_to(workdir)
     out = tmp / 'runs' / rel
-    (out / 'final').mkdir(parents=True)
-    for name in RUN_FILES:
+    src, dst = RunDir(run), RunDir(out)
+    dst.final.mkdir(parents=True)
+    for name in RunDir.RECORD_FILES:
       if (run / name).exists():
         shutil.copy2(run / name, out / name)
-    shutil.copy2(run / 'final' / ckpt.MODEL_FILE, out / 'final' / ckpt.MODEL_FILE)
+    shutil.copy2(src.final / MODEL_FILE, dst.final / MODEL_FILE)
     entry = {'run': str(rel), 'scores': {}}
-    candidates = json.loads((run / 'run_info.json').read_text())['candidates']
+    candidates = src.read_run_info()['candidates']
     for split, cache in score_files.get(run, {}).items():
       mask = score_mask(flats[split], candidates, channels)
       values = compact(runs.load_array(cache), mask)
@@ -178,7 +178,7 @@ def restore(archive, workdir, *, init_sha256: str, flats: dict, data_digests: di
       if dst.exists():  # a partial retraining of this run in the work dir: the archive wins
         shutil.rmtree(dst)
       shutil.copytree(src, dst, ignore=shutil.ignore_patterns('scores_*.npz'))
-      candidates = json.loads((src / 'run_info.json').read_text())['candidates']
+      candidates = RunDir(src).read_run_info()['candidates']
       for split, s in entry['scores'].items():
         if s['data_sha256'] != data_digests[split]:
           raise UsageError(

@@ -32,6 +32,7 @@ from ptmjax.data.candidates import Candidates
 from ptmjax.errors import UsageError
 from ptmjax.evaluation import baselines, report, scoring
 from ptmjax.models import create_model
+from ptmjax.run_dir import MODEL_FILE, RunDir
 from ptmjax.studies import archive, compare_report, compare_stats, runs
 
 log = logging.getLogger('compare')
@@ -101,10 +102,8 @@ def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
       config.stage0, workdir / 'stage0', 'stage0', seed=0, data_dir=config.data_dir, init=None
     )
   path = workdir / 'init'
-  if not (path / ckpt.MODEL_FILE).exists():
-    from ptmjax.training import trainer
-
-    model_cfg, tokenizer = trainer.model_and_tokenizer(config.single)
+  if not (path / MODEL_FILE).exists():
+    model_cfg, tokenizer = ckpt.model_and_tokenizer(config.single)
     model = create_model(model_cfg, seed=0)
     ckpt.save_model(path, model, tokenizer, {'random_init': True, 'seed': 0})
     runs.sync(f'saved {path}')
@@ -357,7 +356,7 @@ def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
   if base.get('metric') != metric:  # computed for another selection metric: again
     data = _stage_config(config.stage1, seed=0, data_dir=config.data_dir, init=None).data
     train, _ = sources.training_examples(data)
-    info = json.loads((next(iter(stage1.values())).parent / 'run_info.json').read_text())
+    info = RunDir.of_model(next(iter(stage1.values()))).read_run_info()
     cand = Candidates.from_json(info['candidates'])
     val = sources.examples(data, sources.main_spec(data, data.eval_split))
     n = config.stage1.eval.max_proteins or len(val)
@@ -424,25 +423,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     archive.restore(store, workdir, init_sha256=model_digest(init), flats=flats,
                     data_digests=digests)  # fmt: skip
 
-  def finish_seed(seed, seed_models, seed_transfer):
-    """Scores and probes a finished seed's models and archives them."""
-    if not store:
-      return
-    info = json.loads((seed_models['single', seed].parent / 'run_info.json').read_text())
-    files, probes = {}, []
-    scored = {k: v for k, v in seed_models.items() if k[0] not in PROBED[:2]}
-    score_models(config, workdir, scored, splits, files)
-    curve_runs = {k: v for k, v in seed_transfer.items() if k[2] != 1.0}
-    score_models(config, workdir, curve_runs, {'test': test}, files)
-    probed = {f'{a}/{s}': p for (a, s), p in seed_models.items() if a in PROBED}
-    representations(config, workdir, probed, val, test, info['candidates'],
-                    config.report.channels, probes)  # fmt: skip
-    archive.export_seed(
-      store, workdir, seed, init_sha256=model_digest(init), score_files=files,
-      probe_files=probes, flats=flats, data_digests=digests,
-      channels=sorted({*mods, *config.report.channels}),
-    )  # fmt: skip
-
+  finish_seed = seed_archiver(config, workdir, init, splits, flats, digests)
   models, transfer_models, recipe_info = train_arms(config, workdir, init, finish_seed)
   stage1 = {s: models['stage1', s] for s in seed_list}
   gate = stage1_check(config, workdir, stage1) if config.stage1.data.name != 'synthetic' else None
@@ -451,16 +432,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   # settings is refused above), never over a study whose runs it does not describe.
   runs.write_text(workdir / 'compare_config.json', config.to_json_best_effort(indent=2))
 
-  single_info = json.loads((models['single', seed0].parent / 'run_info.json').read_text())
+  single_info = RunDir.of_model(models['single', seed0]).read_run_info()
   candidates = Candidates.from_json(single_info['candidates'])
-  channels = [
-    c
-    for c in config.report.channels
-    if report.channel_targets(flat_test, np.zeros((len(flat_test.residues), 16)), candidates, c)[
-      1
-    ].sum()
-    >= config.report.min_test_sites
-  ]
+  channels = report_channels(config, flat_test, candidates)
   log.info('scoring %d models on %d + %d proteins', len(models), len(val), len(test))
   arm_models = {k: v for k, v in models.items() if k[0] not in PROBED[:2]}
   scores = score_models(config, workdir, arm_models, splits)
@@ -471,21 +445,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     k: ckpt.read_meta(v).get('info', {}).get('calibration') or {} for k, v in arm_models.items()
   }
 
-  # Baselines, fitted on YAAM train (the single arm's training proteins).
-  train_flat = _flat(
-    sources.training_examples(_stage_config(config.single, seed=0, data_dir=config.data_dir,
-                                            init=None).data)[0]
-  )  # fmt: skip
-  fitted = {'identity': baselines.ResidueIdentity().fit(train_flat)}
-  for arm, features in (('composition', 'composition'), ('logreg', 'window'),
-                        ('window_composition', 'window+composition')):  # fmt: skip
-    fit_on = [*channels, *(m for m in mods if m not in channels)]
-    fitted[arm] = baselines.WindowLogReg(features=features).fit(train_flat, candidates, fit_on)
-  for split, flat in (('validation', flat_val), ('test', flat_test)):
-    for arm, model in fitted.items():
-      scores[arm, 0, split] = (
-        model.predict(flat) if arm == 'identity' else model.predict(flat, candidates)
-      )
+  scores.update(baseline_scores(config, flats, candidates, channels, mods))
 
   # Test proteins are resampled by homology cluster (the split's MMseqs2 clusters).
   clusters = [sources.text(ex.get('cluster', '')) or sources.text(ex['id']) for ex in test]
@@ -494,28 +454,12 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   )
   curve = None
   if transfer_models:
-    t_scores = score_models(
-      config, workdir, {k: v for k, v in transfer_models.items() if k[2] != 1.0}, {'test': test}
-    )
-    for arm, seed, fraction in transfer_models:
-      if fraction == 1.0:  # the main runs, scored above
-        t_scores[arm, seed, fraction, 'test'] = scores[arm, seed, 'test']
+    t_scores = transfer_scores(config, workdir, transfer_models, test, scores)
     curve = compare_stats.transfer_curve(config, flat_test, t_scores, candidates, channels, mods)
   probed = {'init': init, **{f'{a}/{s}': p for (a, s), p in models.items() if a in PROBED}}
   reps = representations(config, workdir, probed, val, test, candidates, config.report.channels)
   probes = compare_stats.probe_table(reps)
-  separation = {}
-  for title, name in (('initial encoder', 'init'), ('after stage 1 (ptmDB)', f'stage1/{seed0}'),
-                      ('after stage 2 (two-stage)', f'two/{seed0}'),
-                      ('single-stage', f'single/{seed0}')):  # fmt: skip
-    r = reps.get(name, {})
-    if 'serine_pca' in r:
-      separation[title] = {
-        'pca': np.asarray(r['serine_pca']),
-        'y': np.asarray(r['serine_y'], bool),
-        'probe_auroc': r['probe']['serine'],
-        'serines': len(r['serine_y']),
-      }
+  separation = serine_separation(reps, seed0)
 
   outdir = workdir / 'report'
   if not runs.is_primary():  # everything below writes files: process 0's job
@@ -527,25 +471,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     calibrations, curve,
   )  # fmt: skip
 
-  stage1_info = json.loads((models['stage1', seed0].parent / 'run_info.json').read_text())
-  single_data = single_info['data']
-  info = {
-    'git': provenance['git'],
-    'machine': provenance['machine'],
-    'seeds': seed_list,
-    'init': str(init),
-    'test_proteins': len(test),
-    'val_proteins': len(val),
-    'candidates': candidates.to_json(),
-    'homologs_removed': stage1_info['data'].get('homologs_removed'),
-    'homologs_of': stage1_info['data'].get('homologs_of'),
-    'homologs_found': stage1_info['data'].get('homologs_found'),
-    'taxa_removed': stage1_info['data'].get('taxa_removed'),
-    'exclude_taxa': stage1_info['data'].get('exclude_taxa'),
-    'yaam_train_homologs_removed': single_data.get('homologs_removed'),
-    'yaam_train_proteins': single_data.get('proteins'),
-    'target': sources.main_spec(config.single.data, config.report.split),
-    'stage1_proteins_before': sum(stage1_info['data']['sources'].values()),
+  stage1_info = RunDir.of_model(models['stage1', seed0]).read_run_info()
+  info = study_info(config, provenance, init, val, test, candidates, stage1_info, single_info)
+  info.update({
     'stage1_check': gate,
     'recipes': recipe_info,
     'select_metric': config.single.checkpoint.best_metric,
@@ -555,7 +483,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
     'runs': run_summaries(models),
     'loss_channels': single_info.get('channel_weights'),
     'any_channels': mods,
-  }
+  })  # fmt: skip
   wall = time.time() - t0 + earlier_s
   compare_report.write_report(
     outdir, config, results, info, files, separation, command, wall, training_s, curve, probes
@@ -575,13 +503,123 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   return outdir / 'report.md'
 
 
+def seed_archiver(config, workdir, init, splits: dict, flats: dict, digests: dict):
+  """`finish_seed(seed, seed_models, seed_transfer)`: scores and probes a finished
+  seed's models and exports them to `archive_dir` (nothing without one)."""
+  store = config.get('archive_dir', '')
+  mods = trained_mods(config)
+
+  def finish_seed(seed, seed_models, seed_transfer):
+    if not store:
+      return
+    info = RunDir.of_model(seed_models['single', seed]).read_run_info()
+    files, probes = {}, []
+    scored = {k: v for k, v in seed_models.items() if k[0] not in PROBED[:2]}
+    score_models(config, workdir, scored, splits, files)
+    curve_runs = {k: v for k, v in seed_transfer.items() if k[2] != 1.0}
+    score_models(config, workdir, curve_runs, {'test': splits['test']}, files)
+    probed = {f'{a}/{s}': p for (a, s), p in seed_models.items() if a in PROBED}
+    representations(config, workdir, probed, splits['validation'], splits['test'],
+                    info['candidates'], config.report.channels, probes)  # fmt: skip
+    archive.export_seed(
+      store, workdir, seed, init_sha256=model_digest(init), score_files=files,
+      probe_files=probes, flats=flats, data_digests=digests,
+      channels=sorted({*mods, *config.report.channels}),
+    )  # fmt: skip
+
+  return finish_seed
+
+
+def report_channels(config, flat_test, candidates) -> list[str]:
+  """The report's channels with at least `report.min_test_sites` test sites."""
+  zeros = np.zeros((len(flat_test.residues), 16))
+  return [
+    c
+    for c in config.report.channels
+    if report.channel_targets(flat_test, zeros, candidates, c)[1].sum()
+    >= config.report.min_test_sites
+  ]
+
+
+def baseline_scores(config, flats: dict, candidates, channels, mods) -> dict:
+  """{(baseline, 0, split): scores} of the baselines, fitted on YAAM train (the single
+  arm's training proteins): residue identity, composition, window logistic regression,
+  window + composition."""
+  single = _stage_config(config.single, seed=0, data_dir=config.data_dir, init=None)
+  train_flat = _flat(sources.training_examples(single.data)[0])
+  fitted = {'identity': baselines.ResidueIdentity().fit(train_flat)}
+  for arm, features in (('composition', 'composition'), ('logreg', 'window'),
+                        ('window_composition', 'window+composition')):  # fmt: skip
+    fit_on = [*channels, *(m for m in mods if m not in channels)]
+    fitted[arm] = baselines.WindowLogReg(features=features).fit(train_flat, candidates, fit_on)
+  scores = {}
+  for split in ('validation', 'test'):
+    for arm, model in fitted.items():
+      flat = flats[split]
+      scores[arm, 0, split] = (
+        model.predict(flat) if arm == 'identity' else model.predict(flat, candidates)
+      )
+  return scores
+
+
+def transfer_scores(config, workdir, transfer_models: dict, test, scores: dict) -> dict:
+  """{(arm, seed, fraction, 'test'): scores} of the transfer curve; fraction 1.0 is the
+  main runs, scored already."""
+  curve_runs = {k: v for k, v in transfer_models.items() if k[2] != 1.0}
+  t_scores = score_models(config, workdir, curve_runs, {'test': test})
+  for arm, seed, fraction in transfer_models:
+    if fraction == 1.0:
+      t_scores[arm, seed, fraction, 'test'] = scores[arm, seed, 'test']
+  return t_scores
+
+
+def serine_separation(reps: dict, seed0: int) -> dict:
+  """The serine-embedding PCA and probe of seed 0's encoders, by stage (for the plot)."""
+  separation = {}
+  for title, name in (('initial encoder', 'init'), ('after stage 1 (ptmDB)', f'stage1/{seed0}'),
+                      ('after stage 2 (two-stage)', f'two/{seed0}'),
+                      ('single-stage', f'single/{seed0}')):  # fmt: skip
+    r = reps.get(name, {})
+    if 'serine_pca' in r:
+      separation[title] = {
+        'pca': np.asarray(r['serine_pca']),
+        'y': np.asarray(r['serine_y'], bool),
+        'probe_auroc': r['probe']['serine'],
+        'serines': len(r['serine_y']),
+      }
+  return separation
+
+
+def study_info(config, provenance, init, val, test, candidates, stage1_info, single_info) -> dict:
+  """What the report says of the data and its homology filtering."""
+  single_data, stage1_data = single_info['data'], stage1_info['data']
+  return {
+    'git': provenance['git'],
+    'machine': provenance['machine'],
+    'seeds': seeds_of(config),
+    'init': str(init),
+    'test_proteins': len(test),
+    'val_proteins': len(val),
+    'candidates': candidates.to_json(),
+    'homologs_removed': stage1_data.get('homologs_removed'),
+    'homologs_of': stage1_data.get('homologs_of'),
+    'homologs_found': stage1_data.get('homologs_found'),
+    'taxa_removed': stage1_data.get('taxa_removed'),
+    'exclude_taxa': stage1_data.get('exclude_taxa'),
+    'yaam_train_homologs_removed': single_data.get('homologs_removed'),
+    'yaam_train_proteins': single_data.get('proteins'),
+    'target': sources.main_spec(config.single.data, config.report.split),
+    'stage1_proteins_before': sum(stage1_data['sources'].values()),
+  }
+
+
 def run_summaries(models: dict) -> dict:
   """Per run: the step its final model is from, the last step trained, whether patience
   stopped it, its step cap and whether it reached it, and its training seconds."""
   out = {}
   for key, path in models.items():
     info = ckpt.read_meta(path).get('info', {})
-    cap = json.loads((path.parent / 'config.json').read_text())['optim']['total_steps']
+    cap = RunDir.of_model(path).step_cap()
     last = info.get('last_step', info.get('step'))
     out['/'.join(map(str, key))] = {
       'step': info.get('step'),
@@ -596,6 +634,11 @@ def run_summaries(models: dict) -> dict:
 
 
 # --- entry points ------------------------------------------------------------------------
+def quickstart_config(family: str = 'transformer') -> str:
+  """The named config `ptmjax quickstart --family FAMILY` runs."""
+  return 'compare:quickstart' + ('' if family == 'transformer' else f'-{family}')
+
+
 def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Path:
   """The whole two-stage pipeline on synthetic data generated in code (`compare:quickstart`,
   or `compare:quickstart-proteinbert`); leaves the two-stage model at WORKDIR/final.
@@ -603,8 +646,7 @@ def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Pa
   from ptmjax import configs
 
   t = time.time()
-  suffix = '' if family == 'transformer' else f'-{family}'
-  config = configs.load(f'compare:quickstart{suffix}', overrides)
+  config = configs.load(quickstart_config(family), overrides)
   paths.require_local(workdir, 'quickstart work dir')  # the final model is copied locally
   workdir = pathlib.Path(workdir)
   print(
@@ -612,15 +654,15 @@ def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Pa
     'ptmjax/data/synthetic.py): stage 1 on a multi-organism-like source, stage 2 on a '
     f'yeast-like target, against single-stage and baselines -> {workdir}'
   )
-  flag = [f'--family {family}'] if suffix else []
+  flag = [f'--family {family}'] if family != 'transformer' else []
   path = run(
     config, workdir, ' '.join(['ptmjax quickstart', f'--workdir {workdir}', *flag, *overrides])
   )
-  final = workdir / 'final'
+  final = RunDir(workdir).final  # the study's work dir holds one model, as a run's does
   if final.exists():
     shutil.rmtree(final)
   seed = seeds_of(config)[0]
-  shutil.copytree(workdir / f'seed{seed}' / 'two' / 'final', final)
+  shutil.copytree(RunDir(workdir / f'seed{seed}' / 'two').final, final)
   print(f'done in {time.time() - t:.0f} s')
   print(f'report:      {path}')
   print(f'final model: {final} (two-stage, seed {seed})')

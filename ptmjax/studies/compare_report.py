@@ -10,6 +10,7 @@ import numpy as np
 
 from ptmjax.evaluation import calibration as calib
 from ptmjax.evaluation import metrics
+from ptmjax.run_dir import RunDir
 from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, PROBE_LABELS, targets, verdict
 
 
@@ -79,7 +80,7 @@ def plots(
   metric = f'val/{channels[0]}/auroc'
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for (arm, seed), workdir in runs.items():
-    rows = [json.loads(x) for x in (workdir / 'metrics.jsonl').read_text().splitlines()]
+    rows = RunDir(workdir).metric_rows()
     loss = [(r['step'], r['loss']) for r in rows if 'loss' in r]
     val = [(r['step'], r[metric]) for r in rows if metric in r and r['step'] > 0]
     style = dict(color=f'C{list(ARM_LABELS).index(arm) if arm in ARM_LABELS else 5}', alpha=0.8)

@@ -25,15 +25,14 @@ import platform
 import subprocess
 import time
 
-from ptmjax import checkpoint as ckpt
 from ptmjax import paths
+from ptmjax.run_dir import RunDir
 
 log = logging.getLogger(__name__)
-TIMING_FILE = 'timing.json'
 
 
 def is_finished(workdir) -> bool:
-  return (paths.as_path(workdir) / 'final' / ckpt.MODEL_FILE).exists()
+  return RunDir.at(workdir).is_finished()
 
 
 def is_primary() -> bool:
@@ -94,15 +93,16 @@ def train(config, workdir, name: str = '') -> pathlib.Path:
   """Trains (or resumes, or skips a finished) run; returns its final model folder.
   On several processes every one calls it, and it returns when all of them are done
   and process 0 has written the model folder's files."""
-  from ptmjax.training import trainer
+  from ptmjax.training import identity, trainer
 
   workdir = paths.as_path(workdir, 'work dir')
+  rd = RunDir(workdir)
   name = name or workdir.name
   # A finished run is reused only when it was trained with these settings.
-  trainer.check_identity(config, workdir)
-  if is_finished(workdir):
-    log.info('%s: done already (%s)', name, workdir / 'final')
-    return workdir / 'final'
+  identity.check_identity(config, rd)
+  if rd.is_finished():
+    log.info('%s: done already (%s)', name, rd.final)
+    return rd.final
   log.info('%s: training in %s', name, workdir)
   before = read_timing(workdir)  # before process 0 adds this invocation
   start = time.time()
@@ -114,7 +114,7 @@ def train(config, workdir, name: str = '') -> pathlib.Path:
   # stage (or recipe choice) on another process must not read them before it has.
   sync(f'trained {workdir}')
   log.info('%s: done, %.0f s in all', name, total)
-  return workdir / 'final'
+  return rd.final
 
 
 def add_seconds(workdir, seconds: float, before: dict | None = None) -> float:
@@ -122,12 +122,12 @@ def add_seconds(workdir, seconds: float, before: dict | None = None) -> float:
   processes of one run end together); returns the total."""
   record = before or read_timing(workdir)
   record = {'seconds': record['seconds'] + seconds, 'invocations': record['invocations'] + 1}
-  write_text(paths.as_path(workdir) / TIMING_FILE, json.dumps(record) + '\n')
+  write_text(RunDir.at(workdir).timing, json.dumps(record) + '\n')
   return record['seconds']
 
 
 def read_timing(workdir) -> dict:
-  path = paths.as_path(workdir) / TIMING_FILE
+  path = RunDir.at(workdir).timing
   if not path.exists():
     return {'seconds': 0.0, 'invocations': 0}
   return json.loads(path.read_text())
@@ -135,7 +135,7 @@ def read_timing(workdir) -> dict:
 
 def total_seconds(root) -> float:
   """Training seconds of every run below `root`, over all their invocations."""
-  return sum(read_timing(f.parent)['seconds'] for f in paths.files_named(root, TIMING_FILE))
+  return sum(read_timing(f.parent)['seconds'] for f in paths.files_named(root, RunDir.TIMING))
 
 
 def git_revision() -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ptmjax import paths
 from ptmjax.errors import UserError
+from ptmjax.run_dir import RunDir
 from ptmjax.studies import runs
 
 log = logging.getLogger('sweep')
@@ -140,11 +141,7 @@ def trial_config(config, values: dict) -> ml_collections.ConfigDict:
 
 def _read_metrics(workdir: pathlib.Path, metric: str) -> dict:
   """The last evaluation and the best value of `metric` over all evaluations."""
-  evals = []
-  for line in (workdir / 'metrics.jsonl').read_text().splitlines():
-    row = json.loads(line)
-    if metric in row:
-      evals.append(row)
+  evals = [row for row in RunDir(workdir).metric_rows() if metric in row]
   if not evals:
     return {'final': {}, 'best': math.nan, 'best_step': None}
   values = [r[metric] for r in evals]
@@ -177,7 +174,7 @@ def run_trial(config, workdir: pathlib.Path, index: int, values: dict) -> dict:
     log.warning('trial %d failed: %s', index, error)
   runs.sync(f'trial {index} ended')  # process 0 has closed its metrics.jsonl
   seconds = runs.read_timing(tdir)['seconds']  # summed over resumed invocations
-  metrics = _read_metrics(tdir, config.metric) if (tdir / 'metrics.jsonl').exists() else {}
+  metrics = _read_metrics(tdir, config.metric) if RunDir(tdir).metrics.exists() else {}
   result = {
     'trial': index,
     'values': values,
@@ -188,7 +185,7 @@ def run_trial(config, workdir: pathlib.Path, index: int, values: dict) -> dict:
     'best_step': metrics.get('best_step'),
     'final': metrics.get('final', {}),
     'seconds': seconds,
-    'final_model': str(tdir / 'final') if runs.is_finished(tdir) else '',
+    'final_model': str(RunDir(tdir).final) if runs.is_finished(tdir) else '',
   }
   runs.write_text(done, json.dumps(result, indent=1) + '\n')
   return result

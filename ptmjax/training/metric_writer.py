@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ptmjax import paths
+from ptmjax.run_dir import RunDir
 
 
 class MetricWriter:
@@ -21,14 +22,15 @@ class MetricWriter:
   `flush_every_s` seconds, at each checkpoint (`flush()`) and at the end.
   """
 
-  def __init__(self, workdir, enabled: bool, flush_every_s: float = 30.0):
+  def __init__(self, run_dir, enabled: bool, flush_every_s: float = 30.0):
     self.enabled = enabled
     if not enabled:
       return
     from tensorboardX import SummaryWriter
 
-    self.path = workdir / 'metrics.jsonl'
-    self.remote = paths.is_remote(workdir)
+    run_dir = RunDir.at(run_dir)
+    self.path = run_dir.metrics
+    self.remote = paths.is_remote(run_dir.root)
     self.flush_every_s = flush_every_s
     if self.remote:
       self.rows = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
@@ -36,7 +38,7 @@ class MetricWriter:
       self.dirty = False
     else:
       self.file = open(self.path, 'a')  # noqa: SIM115 - closed in close()
-    self.tb = SummaryWriter(str(workdir / 'tensorboard'))
+    self.tb = SummaryWriter(str(run_dir.tensorboard))
 
   def write(self, step: int, values: dict) -> None:
     if not self.enabled:

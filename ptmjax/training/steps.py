@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from ptmjax.data import tokenizer as tok
 from ptmjax.models import ModelConfig
 from ptmjax.training import losses
+from ptmjax.training.loss_spec import LossSpec
 
 
 def mask_tokens(rng, tokens, residue, cfg: ModelConfig, tokenizer: tok.Tokenizer, prob: float):
@@ -55,83 +55,61 @@ def loss_weights(
   return candidate.astype(jnp.float32) * jnp.asarray(channel_mask, jnp.float32)
 
 
-def make_train_step(
-  graphdef,
-  config,
-  tokenizer,
-  cand_table,
-  pos_weight,
-  channel_mask,
-  wrt=nnx.Param,
-  position_limits=None,
-):
+def make_train_step(graphdef, spec: LossSpec, tokenizer, wrt=nnx.Param):
   """The pure train step `(state, batch, step) -> (state, metrics)` for `jax.jit`.
 
   Args:
     graphdef: the (model, optimizer) graph definition; `state` is its state.
-    config: the training config (its `loss`, `data` and `seed` sections).
+    spec: the loss (`LossSpec.from_config`): heads and their weights, channels, class
+      weights, candidate residues and position limits.
     tokenizer: the model's tokenizer (masking draws residue tokens from it).
-    cand_table: bool [vocab, channels], `Candidates.token_table`.
-    pos_weight: float [channels], weight of positive entries.
-    channel_mask: float [channels], each channel's loss weight (0: not trained).
     wrt: the nnx filter of the parameters the optimizer updates (gradients are taken
       for those only; LoRA: the adapters and the head).
-    position_limits: int [channels] or None, `Candidates.position_limits`: a token trains
-      channel c only if its place in the protein (`batch['residue_index']`) is below it.
   """
-  lc = config.loss
-  heads = tuple(
-    h for h, w in (('ptm', lc.ptm_weight), ('count', lc.count_weight), ('mlm', lc.mlm_weight)) if w
-  )
-  num_segments = config.data.max_segments if config.data.mode == 'pack' else 1
-  rng0 = jax.random.key(config.seed)
-  channel_mask = jnp.asarray(channel_mask, jnp.float32)
-  limited = position_limits is not None and bool(
-    (np.asarray(position_limits) < np.iinfo(np.int32).max).any()
-  )
+  rng0 = jax.random.key(spec.seed)
+  channel_mask = jnp.asarray(spec.channel_mask, jnp.float32)
+  limits = spec.position_limits
 
   def loss_fn(model, batch, step):
     tokens, seg = batch['tokens'], batch['segment_ids']
     residue = model.residue_mask(tokens, seg)
     inputs, chosen = tokens, None
-    if lc.mlm_weight and model.cfg.family == 'proteinbert':
-      inputs, chosen = replace_tokens(
-        jax.random.fold_in(rng0, step), tokens, seg > 0, model.cfg.vocab_size, lc.mlm_prob
-      )
-    elif lc.mlm_weight:
-      inputs, chosen = mask_tokens(
-        jax.random.fold_in(rng0, step), tokens, residue, model.cfg, tokenizer, lc.mlm_prob
-      )
-    out = model(inputs, seg, batch['positions'], heads=heads, num_segments=num_segments)
+    if spec.mlm_weight:
+      rng = jax.random.fold_in(rng0, step)
+      if model.traits.corruption == 'replace':
+        inputs, chosen = replace_tokens(rng, tokens, seg > 0, model.cfg.vocab_size, spec.mlm_prob)
+      else:
+        inputs, chosen = mask_tokens(rng, tokens, residue, model.cfg, tokenizer, spec.mlm_prob)
+    out = model(inputs, seg, batch['positions'], heads=spec.heads, num_segments=spec.num_segments)
     total, aux = 0.0, {}
-    if lc.ptm_weight:
+    if spec.ptm_weight:
       weights = loss_weights(
-        cand_table,
+        spec.cand_table,
         tokens,
         residue,
         channel_mask,
-        batch['residue_index'] if limited else None,
-        position_limits if limited else None,
+        None if limits is None else batch['residue_index'],
+        limits,
       )
       loss, n = losses.ptm_loss(
         out['ptm'],
         batch['labels'],
         weights,
-        pos_weight=pos_weight,
-        label_smoothing=lc.label_smoothing,
-        focal_gamma=lc.focal_gamma,
+        pos_weight=spec.pos_weight,
+        label_smoothing=spec.label_smoothing,
+        focal_gamma=spec.focal_gamma,
       )
-      total += lc.ptm_weight * loss
+      total += spec.ptm_weight * loss
       aux['ptm_loss'], aux['scored'] = loss, n
-    if lc.count_weight:
+    if spec.count_weight:
       loss = losses.count_loss(
         out['count'], batch['counts'], batch['counts_valid'] & (channel_mask > 0)
       )
-      total += lc.count_weight * loss
+      total += spec.count_weight * loss
       aux['count_loss'] = loss
-    if lc.mlm_weight:
+    if spec.mlm_weight:
       loss = losses.mlm_loss(out['mlm'], tokens, chosen)
-      total += lc.mlm_weight * loss
+      total += spec.mlm_weight * loss
       aux['mlm_loss'] = loss
     aux['residues'] = residue.sum()
     return total, aux
