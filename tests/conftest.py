@@ -1,11 +1,24 @@
-"""Test set-up: 8 fake CPU devices, and where the real shared data lives."""
+"""Test set-up: 8 fake CPU devices, one XLA compilation cache, and where the real shared
+data lives."""
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Before JAX is imported anywhere: sharding tests get a real 2x4 CPU mesh.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent XLA compilation cache for the run, the `ptmjax` subprocesses included
+# (they inherit the environment): the suite's ~50 short trainings compile the same steps,
+# which was most of its time. Fresh per run (measurements stay honest), removed after.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='ptmjax-test-xla-cache-')
+  atexit.register(shutil.rmtree, _cache, True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
 # Run inside a SLURM job or an MPI launch, each `ptmjax train` the tests start would join
 # that job's cluster (`ptmjax.cli.detected_cluster`): the tests run alone.
 for _k in [k for k in os.environ if k.startswith(('SLURM_', 'OMPI_', 'PMI_'))]:
@@ -133,13 +146,37 @@ def hf_checkpoints(tmp_path_factory):
   return out
 
 
+def slow_steps_env(seconds: float, env=None) -> dict:
+  """The environment of a subprocess whose every training step waits `seconds` first
+  (tests/slow_steps/sitecustomize.py delays the trainer's batches from outside)."""
+  env = {**os.environ, **(env or {})}
+  path = [str(REPO / 'tests' / 'slow_steps'), env.get('PYTHONPATH', '')]
+  return {**env, 'PYTHONPATH': os.pathsep.join(p for p in path if p),
+          'PTMJAX_TEST_BATCH_DELAY_S': str(seconds)}  # fmt: skip
+
+
+def slow_steps(monkeypatch, seconds: float) -> None:
+  """The same in this process: each batch the trainer draws waits `seconds`."""
+  import time
+
+  from ptmjax.data import pipeline
+
+  real = pipeline.Iterator.__next__
+
+  def slow(self):
+    time.sleep(seconds)
+    return real(self)
+
+  monkeypatch.setattr(pipeline.Iterator, '__next__', slow)
+
+
 def interrupt_training(cmd, workdir, signum, *, after_rows: int = 2, env=None):
   """Runs a `ptmjax train` command slowed to a step a second, sends `signum` once
   `after_rows` metrics rows are written, and returns (exit code, output)."""
   import subprocess
   import time
 
-  env = {**os.environ, **(env or {}), 'PTMJAX_STEP_DELAY_S': '1'}
+  env = slow_steps_env(1, env)
   proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   metrics = pathlib.Path(workdir) / 'metrics.jsonl'
   deadline = time.time() + 120

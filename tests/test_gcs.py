@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import slow_steps_env
 
 from ptmjax.configs import synthetic
 from ptmjax.training import trainer
@@ -100,7 +101,7 @@ def local_run(tmp_path_factory):
 def test_gs_workdir_preempted_and_resumed_equals_the_local_run(gcs, local_run, tmp_path):
   fs = _fs()
   workdir = f'gs://{BUCKET}/runs/synthetic'
-  env = {**os.environ, 'PTMJAX_STEP_DELAY_S': '0.5'}
+  env = slow_steps_env(0.5)
   proc = subprocess.Popen(_cmd(workdir), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.time() + 180
   metrics = f'{BUCKET}/runs/synthetic/metrics.jsonl'

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import interrupt_training
+from conftest import interrupt_training, slow_steps, slow_steps_env
 
 from ptmjax.configs import synthetic
 from ptmjax.training import trainer
@@ -151,7 +151,7 @@ def test_restore_onto_a_different_mesh(one_device_run, tmp_path, monkeypatch):
   """Preempted on one device, resumed on a 2x2x2 mesh: the uninterrupted result."""
   c = _config(data=1)
   c.sharding.num_devices = 1
-  monkeypatch.setenv('PTMJAX_STEP_DELAY_S', '0.3')
+  slow_steps(monkeypatch, 0.3)
   metrics = tmp_path / 'metrics.jsonl'
 
   def preempt_after_two_steps():
@@ -167,7 +167,7 @@ def test_restore_onto_a_different_mesh(one_device_run, tmp_path, monkeypatch):
   stopped = max(_losses(tmp_path))
   assert 2 <= stopped < 6
 
-  monkeypatch.delenv('PTMJAX_STEP_DELAY_S')
+  monkeypatch.undo()  # full speed again
   trainer.train(_config(data=2, fsdp=2, tensor=2), tmp_path)
   resumed, reference = _losses(tmp_path), _losses(one_device_run)
   assert _logged_steps(tmp_path) == list(range(1, 7))
@@ -229,7 +229,7 @@ def test_two_processes_preempted_on_one_host_resume_to_one_device(one_device_run
   on every step: `best` and `latest` save the same steps, whose barriers once clashed."""
   every_step = ('--config.eval.every_steps=1', '--config.eval.max_proteins=4',
                 '--config.checkpoint.every_steps=1')  # fmt: skip
-  procs = _two_processes(tmp_path, *every_step, env={'PTMJAX_STEP_DELAY_S': '1'})
+  procs = _two_processes(tmp_path, *every_step, env=slow_steps_env(1))
   metrics = tmp_path / 'metrics.jsonl'
   deadline = time.time() + 180
   while time.time() < deadline and len(_losses(tmp_path) if metrics.exists() else ()) < 2:
@@ -302,16 +302,16 @@ def test_no_cluster_no_distributed(monkeypatch):
   assert cli.detected_cluster() == ('slurm', 4)
 
 
-def test_readme_plain_orbax_snippet(one_device_run, monkeypatch):
-  """The README's 'Checkpoints in your own code' block, run as written on a real work dir,
-  with the relative paths it shows (from the work dir's parent)."""
-  text = (REPO / 'README.md').read_text()
+def test_docs_plain_orbax_snippet_runs_as_written(one_device_run, monkeypatch):
+  """The docs' 'Checkpoints in your own code' block (docs/checkpoints.md), run as written
+  on a real work dir, with the relative paths it shows (from the work dir's parent)."""
+  text = (REPO / 'docs' / 'checkpoints.md').read_text()
   block = text.split('<!-- plain-orbax -->')[1].split('```python')[1].split('```')[0]
   monkeypatch.chdir(pathlib.Path(one_device_run).parent)
   block = block.replace('runs/yaam_tiny', pathlib.Path(one_device_run).name)
   block = block.replace('/latest/300/', '/latest/6/')
   scope = {}
-  exec(compile(block, 'README.md', 'exec'), scope)  # noqa: S102
+  exec(compile(block, 'docs/checkpoints.md', 'exec'), scope)  # noqa: S102
   kernel = scope['params']['encoder']['layers']['0']['attention']['query']['kernel']
   np.testing.assert_array_equal(
     kernel, scope['final']['encoder']['layers']['0']['attention']['query']['kernel']
