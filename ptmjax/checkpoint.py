@@ -33,7 +33,7 @@ from ptmjax.data import tokenizer as tok
 from ptmjax.errors import ModelFolderError
 from ptmjax.models.config import ModelConfig
 from ptmjax.models.model import PtmModel, abstract_model, create_model, path_str
-from ptmjax.run_dir import MODEL_FILE, PARAMS, RunDir
+from ptmjax.run_dir import COMPACT_PARAMS, MODEL_FILE, PARAMS, RunDir
 
 FORMAT = 'ptmjax-model/1'
 
@@ -189,7 +189,8 @@ def load_model(path, *, sharding=None, **overrides):
   """
   path = paths.absolute(resolve_model_dir(path))
   meta = read_meta(path)
-  if not (path / PARAMS).exists():
+  compact = not (path / PARAMS).exists() and (path / COMPACT_PARAMS).is_file()
+  if not (path / PARAMS).exists() and not compact:
     # A study archive keeps a model's description and digest, not its weights.
     raise ModelFolderError(
       f'{path}: a model description without its weights (params/ is absent; restored from '
@@ -209,19 +210,60 @@ def load_model(path, *, sharding=None, **overrides):
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings
     )
   try:
-    params = ocp.StandardCheckpointer().restore(path / PARAMS, target)
+    if compact:
+      params = _restore_compact(path / COMPACT_PARAMS, target)
+    else:
+      params = ocp.StandardCheckpointer().restore(path / PARAMS, target)
   except Exception as e:  # noqa: BLE001 - Orbax wraps TensorStore's errors in a bare Exception
     first = str(e).splitlines()[0][:300] if str(e) else ''
     raise ModelFolderError(
       f'{path}: the parameters cannot be read ({type(e).__name__}: {first})'
     ) from e
-  verify_params(path, meta, params)
+  verify_params(path, meta, _as_stored(params) if compact else params)
   # Non-parameter state (dropout RNG counters) is created fresh.
   model = nnx.merge(graphdef, abstract_params, _fresh_rest(cfg))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
   return model, tokenizer_from_dict(meta['tokenizer']), meta
+
+
+def _restore_compact(file, target) -> dict:
+  """The parameters of a `COMPACT_PARAMS` file onto `target` (shapes, dtypes, shardings)."""
+  with np.load(file) as npz:
+
+    def leaf(p, x):
+      a = npz[path_str(p)]
+      if a.shape != x.shape:
+        raise ValueError(f'{path_str(p)}: shape {a.shape} in the file, {x.shape} in the model')
+      a = a.astype(x.dtype)
+      sharding = getattr(x, 'sharding', None)
+      return jax.device_put(a, sharding) if sharding is not None else jnp.asarray(a)
+
+    return jax.tree_util.tree_map_with_path(leaf, target)
+
+
+def _as_stored(params) -> dict:
+  """Parameters as a compact file stores them (float16), for its digest."""
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)).astype(np.float16), params)
+
+
+def save_compact(model_dir, out, info: dict | None = None) -> pathlib.Path:
+  """A model folder with float16 weights in one `.npz` (a shipped model): the same
+  description, `info` merged in, and the digest of the stored float16 values."""
+  model, tokenizer, meta = load_model(model_dir)
+  params = nnx.state(model, nnx.Param).to_pure_dict()
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  arrays = {path_str(p): np.asarray(x).astype(np.float16) for p, x in leaves}
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  np.savez_compressed(out / COMPACT_PARAMS, **arrays)
+  meta = {**meta, 'info': {**meta.get('info', {}), **(info or {})}}
+  meta['params_sha256'] = params_digest(_as_stored(params))
+  meta['params_dtype'] = 'float16'
+  (out / MODEL_FILE).write_text(json.dumps(meta, indent=2) + '\n')
+  del tokenizer
+  return out
 
 
 def verify_params(path, meta: dict, params) -> None:

@@ -124,6 +124,9 @@ def _predict(args) -> int:
     max_len=args.max_len,
     stride=args.stride,
     calibrated=args.calibrated,
+    fmt=args.format,
+    min_probability=args.min_probability,
+    top_k=args.top_k,
   )
   print(
     f'predicted {", ".join(channels)} for {stats.proteins} proteins, {stats.residues} residues '
@@ -144,9 +147,21 @@ def detected_cluster() -> tuple[str, int] | None:
   """(name, process count) of the multi-process cluster JAX can detect from the
   environment (SLURM with several tasks, a TPU pod slice's workers, Open MPI, ...), or
   None. A one-process job (an interactive SLURM shell) is not a cluster."""
-  from jax._src import clusters  # JAX's own detection, as jax.distributed.initialize() uses
+  # JAX's own detection, the code jax.distributed.initialize() runs; it has no public
+  # API, so a JAX that moved it detects nothing (with a warning) rather than failing.
+  try:
+    from jax._src import clusters
 
-  for env in clusters.ClusterEnv._cluster_types:
+    cluster_types = list(clusters.ClusterEnv._cluster_types)
+  except (ImportError, AttributeError):
+    import logging
+
+    logging.getLogger(__name__).warning(
+      'this JAX (not 0.10) does not expose its cluster detection: no cluster is joined '
+      'automatically; pass --distributed or --coordinator-address to join one'
+    )
+    return None
+  for env in cluster_types:
     if env.opt_in_only_method:
       continue
     try:
@@ -324,7 +339,8 @@ def main(argv=None) -> int:
   b.set_defaults(fn=_data_build)
 
   c = sub.add_parser(
-    'convert-hf', help='import an ESM-2 or BERT/ProtBert Hugging Face checkpoint (needs torch)'
+    'convert-hf',
+    help="import an ESM-2 or BERT/ProtBert Hugging Face checkpoint (needs 'ptmjax[hf]')",
   )
   c.add_argument(
     '--model', required=True, help='local folder or hub name (e.g. facebook/esm2_t12_35M_UR50D)'
@@ -391,7 +407,27 @@ def main(argv=None) -> int:
   pr = sub.add_parser('predict', help='per-residue PTM probabilities for a FASTA file')
   pr.add_argument('--checkpoint', required=True, help='a trained model folder, e.g. RUN/final')
   pr.add_argument('--fasta', required=True, help='protein FASTA (lowercase accepted, .gz ok)')
-  pr.add_argument('--out', required=True, help='output TSV, one row per residue')
+  pr.add_argument('--out', required=True, help='output file (see --format)')
+  pr.add_argument(
+    '--format',
+    choices=('tsv', 'sites', 'gff3', 'json'),
+    default='tsv',
+    help='tsv: a row per residue; sites: a row per called site with its +-7 context, raw and '
+    'calibrated probability, call and known label; gff3: a feature per site; json',
+  )
+  pr.add_argument(
+    '--min-probability',
+    type=float,
+    default=None,
+    help='sites/gff3/json: every candidate at or above this calibrated probability (raw '
+    'where none is stored) instead of the called ones',
+  )
+  pr.add_argument(
+    '--top-k',
+    type=_at_least(1),
+    default=None,
+    help="sites/gff3/json: each protein's k best per channel",
+  )
   pr.add_argument(
     '--calls',
     action='store_true',

@@ -16,11 +16,13 @@ stitched windows of `ptmjax.inference`.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import scipy.special
 
 from ptmjax import checkpoint as ckpt
-from ptmjax import inference
+from ptmjax import inference, sites
 from ptmjax.data import ptm_types
 from ptmjax.data.candidates import Candidates
 from ptmjax.data.records import InputError, atomic_output, prepare_output, protein_chunks
@@ -137,6 +139,15 @@ class Predictor:
       f.write(''.join('\t'.join(row) + '\n' for row in zip(*cols, strict=True)))
 
 
+def load_known(model_dir) -> dict:
+  """{sequence key: {channel: [1-based positions]}} of the model's training proteins
+  (`sites.KNOWN_FILE`, written with the shipped model), {} where the folder has none."""
+  path = ckpt.resolve_model_dir(model_dir) / sites.KNOWN_FILE
+  if not path.is_file():
+    return {}
+  return json.loads(path.read_text())
+
+
 def predict_fasta(
   checkpoint,
   fasta,
@@ -148,11 +159,21 @@ def predict_fasta(
   stride=None,
   progress=True,
   calibrated=False,
+  fmt: str = 'tsv',
+  min_probability: float | None = None,
+  top_k: int | None = None,
 ):
-  """Reads `fasta` (errors name file, line and record), writes the TSV, returns inference stats."""
+  """Reads `fasta` (errors name file, line and record), writes `out` in `fmt` (`tsv`: a
+  row per residue; `sites`, `gff3`, `json`: the called sites, `ptmjax.sites`), returns
+  (inference stats, channels)."""
+  if fmt not in sites.FORMATS:
+    raise UsageError(f'--format {fmt!r}: choose one of {", ".join(sites.FORMATS)}')
+  if fmt == 'tsv' and (min_probability is not None or top_k):
+    raise UsageError('--min-probability and --top-k select sites: use --format sites, gff3 or json')
   out = prepare_output(out, inputs=(fasta, checkpoint))
-  p = Predictor(checkpoint, channels=channels, calibrated=calibrated)
-  if calls and not any(c in p.thresholds for c in p.channels):
+  # Site formats carry raw and calibrated probabilities and the call side by side.
+  p = Predictor(checkpoint, channels=channels, calibrated=calibrated and fmt == 'tsv')
+  if calls and fmt == 'tsv' and not any(c in p.thresholds for c in p.channels):
     raise InputError(
       checkpoint, None, 'the model stores no thresholds (never evaluated); drop --calls'
     )
@@ -160,11 +181,22 @@ def predict_fasta(
   # Streamed: a chunk of proteins is read, predicted and written at a time, so memory
   # does not grow with the FASTA (a proteome never has to fit in RAM).
   with atomic_output(out) as f:
-    p.write_header(f, calls=calls)
+    if fmt == 'tsv':
+      p.write_header(f, calls=calls)
+    else:
+      selector = sites.SiteSelector(p.meta, p.channels, min_probability=min_probability,
+                                    top_k=top_k, known=load_known(checkpoint))  # fmt: skip
+      writer = sites.WRITERS[fmt](f, sites.model_summary(p.meta, checkpoint, p.channels))
     for chunk in protein_chunks(fasta):
       proteins = dict(chunk)
       probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
-      p.write_rows(f, proteins, probs, calls=calls)
+      if fmt == 'tsv':
+        p.write_rows(f, proteins, probs, calls=calls)
+      else:
+        for pid, seq in proteins.items():
+          writer.protein(pid, seq, selector.sites(pid, seq, probs[pid]))
       total += p.stats
+    if fmt != 'tsv':
+      writer.close()
   p.stats = total
   return p.stats, p.channels

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = 'ptmjax_model.json'  # a model folder's description (ptmjax.checkpoint)
 PARAMS = 'params'  # a model folder's weights (Orbax)
+# A shipped model's weights: one compressed .npz of float16 arrays keyed by parameter path
+# (a model inside the wheel weighs half as much; loaded back as the model's dtype).
+COMPACT_PARAMS = 'params.npz'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from ptmjax.data import tokenizer as tok
+from ptmjax.errors import UsageError
 from ptmjax.models.encoder import ModelConfig
 from ptmjax.models.model import PtmModel, create_model
 
@@ -35,10 +36,12 @@ def _torch():
   try:
     import torch
     import transformers
-  except ImportError as e:  # pragma: no cover - depends on the install
-    raise ImportError(
-      "importing Hugging Face checkpoints needs PyTorch: pip install 'ptmjax[torch]'"
-    ) from e
+  except ImportError as e:  # depends on the install (tests/test_optional_deps.py)
+    # A missing optional extra is the user's to install: one line, exit 2.
+    raise UsageError(
+      f'importing Hugging Face checkpoints needs PyTorch and transformers ({e}): '
+      "pip install 'ptmjax[hf]'"
+    ) from None
   return torch, transformers
 
 
