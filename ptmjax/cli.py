@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 import time
 
@@ -91,11 +92,25 @@ def _convert_proteinbert(args) -> int:
   return 0
 
 
+def _model_folder(args):
+  """--checkpoint or --model (a shipped name, folder, archive or URL), else the shipped
+  default, said on stderr so an output never hides which model made it."""
+  from ptmjax import zoo
+
+  if args.checkpoint and args.model:
+    raise UsageError('name the model once: --checkpoint or --model')
+  return zoo.resolve(
+    args.checkpoint or args.model,
+    sha=args.sha256,
+    announce=lambda text: print(f'ptmjax {args.command}: {text}', file=sys.stderr),
+  )
+
+
 def _embed(args) -> int:
   from ptmjax import embed
 
   stats = embed.embed_fasta(
-    args.checkpoint,
+    _model_folder(args),
     args.fasta,
     args.out,
     max_len=args.max_len,
@@ -116,7 +131,7 @@ def _predict(args) -> int:
   from ptmjax import predict
 
   stats, channels = predict.predict_fasta(
-    args.checkpoint,
+    _model_folder(args),
     args.fasta,
     args.out,
     calls=args.calls,
@@ -127,7 +142,10 @@ def _predict(args) -> int:
     fmt=args.format,
     min_probability=args.min_probability,
     top_k=args.top_k,
+    report=args.report,
   )
+  if args.report:
+    print(f'report: {args.report}/index.html (one page per protein)')
   print(
     f'predicted {", ".join(channels)} for {stats.proteins} proteins, {stats.residues} residues '
     f'({stats.windows} windows) in {stats.seconds:.1f} s ({stats.residues_per_s:,.0f} '
@@ -310,6 +328,44 @@ def _quickstart(args, rest) -> int:
   return 0
 
 
+def _add_model_arguments(p) -> None:
+  p.add_argument('--checkpoint', default=None, help='a trained model folder (or training work dir)')
+  p.add_argument(
+    '--model',
+    default=None,
+    help='a shipped model name (`ptmjax models`), a model folder, a .zip/.tar.gz of one, or '
+    'an http(s) URL of one with its checksum (URL#sha256=HEX); default: the shipped '
+    'yeast model',
+  )
+  p.add_argument('--sha256', default=None, help='the checksum of a --model URL or archive')
+
+
+def _models(args) -> int:
+  from ptmjax import zoo
+
+  if args.pack:
+    if not args.out:
+      raise UsageError('--pack needs --out FILE.zip')
+    digest = zoo.pack(args.pack, args.out)
+    print(f'{args.out}\tsha256={digest}')
+    print(
+      f'use it as: ptmjax predict --model <URL of {pathlib.Path(args.out).name}>#sha256={digest}'
+    )
+    return 0
+  rows = zoo.list_models()
+  if not rows:
+    print('no shipped or downloaded models')
+  for r in rows:
+    default = ' (default)' if r['name'] == zoo.DEFAULT and r['kind'] == 'shipped' else ''
+    print(
+      f'{r["name"]}{default}\t{r["kind"]}\t{r["family"]}\t{",".join(r["channels"])}\t'
+      f'{r["megabytes"]} MB\t{r["path"]}'
+    )
+    if r['summary']:
+      print(f'  {r["summary"]}')
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='ptmjax', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -377,7 +433,7 @@ def main(argv=None) -> int:
   pb.set_defaults(fn=_convert_proteinbert)
 
   e = sub.add_parser('embed', help='per-residue and pooled embeddings of a FASTA file')
-  e.add_argument('--checkpoint', required=True, help='model folder (or training work dir)')
+  _add_model_arguments(e)
   e.add_argument('--fasta', required=True, help='protein FASTA (lowercase accepted, .gz ok)')
   e.add_argument('--out', required=True, help='output .npz')
   e.add_argument(
@@ -405,7 +461,7 @@ def main(argv=None) -> int:
   e.set_defaults(fn=_embed)
 
   pr = sub.add_parser('predict', help='per-residue PTM probabilities for a FASTA file')
-  pr.add_argument('--checkpoint', required=True, help='a trained model folder, e.g. RUN/final')
+  _add_model_arguments(pr)
   pr.add_argument('--fasta', required=True, help='protein FASTA (lowercase accepted, .gz ok)')
   pr.add_argument('--out', required=True, help='output file (see --format)')
   pr.add_argument(
@@ -449,6 +505,18 @@ def main(argv=None) -> int:
     '--stride', type=_at_least(1), default=None, help='residues between windows (half)'
   )
   pr.set_defaults(fn=_predict)
+
+  pr.add_argument(
+    '--report',
+    default=None,
+    help='also write a static HTML report to this folder: an index and one page per '
+    'protein (residue tracks of every channel with its threshold, known sites, a sites table)',
+  )
+
+  mo = sub.add_parser('models', help='the shipped and downloaded models; --pack to publish one')
+  mo.add_argument('--pack', default=None, help='a model folder to zip (prints its sha256)')
+  mo.add_argument('--out', default=None, help='the .zip --pack writes')
+  mo.set_defaults(fn=_models)
 
   tr = sub.add_parser(
     'train',

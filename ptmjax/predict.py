@@ -162,6 +162,7 @@ def predict_fasta(
   fmt: str = 'tsv',
   min_probability: float | None = None,
   top_k: int | None = None,
+  report=None,
 ):
   """Reads `fasta` (errors name file, line and record), writes `out` in `fmt` (`tsv`: a
   row per residue; `sites`, `gff3`, `json`: the called sites, `ptmjax.sites`), returns
@@ -180,23 +181,41 @@ def predict_fasta(
   total = inference.Stats()
   # Streamed: a chunk of proteins is read, predicted and written at a time, so memory
   # does not grow with the FASTA (a proteome never has to fit in RAM).
+  known = load_known(checkpoint)
+  summary = sites.model_summary(p.meta, checkpoint, p.channels)
+  selector = sites.SiteSelector(
+    p.meta, p.channels, min_probability=min_probability, top_k=top_k, known=known
+  )
+  pages = None
+  if report is not None:
+    from ptmjax import report_html
+
+    # Raw probabilities go to the pages (they calibrate for display); a calibrated TSV's
+    # values are mapped already, so its pages would map them twice.
+    if p.calibration:
+      raise UsageError('--report draws calibrated values itself: drop --calibrated')
+    pages = report_html.HtmlReport(report, p.meta, p.channels, summary, known)
   with atomic_output(out) as f:
     if fmt == 'tsv':
       p.write_header(f, calls=calls)
     else:
-      selector = sites.SiteSelector(p.meta, p.channels, min_probability=min_probability,
-                                    top_k=top_k, known=load_known(checkpoint))  # fmt: skip
-      writer = sites.WRITERS[fmt](f, sites.model_summary(p.meta, checkpoint, p.channels))
+      writer = sites.WRITERS[fmt](f, summary)
     for chunk in protein_chunks(fasta):
       proteins = dict(chunk)
       probs = p.predict(proteins, max_len=max_len, stride=stride, progress=progress)
       if fmt == 'tsv':
         p.write_rows(f, proteins, probs, calls=calls)
-      else:
-        for pid, seq in proteins.items():
-          writer.protein(pid, seq, selector.sites(pid, seq, probs[pid]))
+      for pid, seq in proteins.items():
+        if fmt != 'tsv' or pages:
+          found = selector.sites(pid, seq, probs[pid])
+        if fmt != 'tsv':
+          writer.protein(pid, seq, found)
+        if pages:
+          pages.protein(pid, seq, probs[pid], found)
       total += p.stats
     if fmt != 'tsv':
       writer.close()
+  if pages:
+    pages.close()
   p.stats = total
   return p.stats, p.channels
