@@ -504,14 +504,13 @@ def main(argv=None) -> int:
   pr.add_argument(
     '--stride', type=_at_least(1), default=None, help='residues between windows (half)'
   )
-  pr.set_defaults(fn=_predict)
-
   pr.add_argument(
     '--report',
     default=None,
     help='also write a static HTML report to this folder: an index and one page per '
     'protein (residue tracks of every channel with its threshold, known sites, a sites table)',
   )
+  pr.set_defaults(fn=_predict)
 
   mo = sub.add_parser('models', help='the shipped and downloaded models; --pack to publish one')
   mo.add_argument('--pack', default=None, help='a model folder to zip (prints its sha256)')

@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 
+from ptmjax.data.records import atomic_output
 from ptmjax.evaluation import calibration
 from ptmjax.sites import HEADER, Site, sequence_key
 
@@ -189,6 +190,5 @@ class HtmlReport:
       + '\n'.join(body)
       + '\n</body></html>\n'
     )
-    tmp = self.dir / f'.{name}.tmp'
-    tmp.write_text(text)
-    tmp.replace(self.dir / name)
+    with atomic_output(self.dir / name) as f:  # a full disk leaves no half page
+      f.write(text)
