@@ -28,7 +28,14 @@ LAYERS = (
   ('ptmjax.data',),
   ('ptmjax.models',),
   ('ptmjax.checkpoint', 'ptmjax.inference'),
-  ('ptmjax.predict', 'ptmjax.embed', 'ptmjax.evaluation', 'ptmjax.sites', 'ptmjax.report_html', 'ptmjax.zoo'),
+  (
+    'ptmjax.predict',
+    'ptmjax.embed',
+    'ptmjax.evaluation',
+    'ptmjax.sites',
+    'ptmjax.report_html',
+    'ptmjax.zoo',
+  ),
   ('ptmjax.training',),
   ('ptmjax.configs',),
   ('ptmjax.studies', 'ptmjax.commands'),  # commands: what the studies' and cli's entry points share
