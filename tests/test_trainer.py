@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -317,3 +318,25 @@ def test_docs_plain_orbax_snippet_runs_as_written(one_device_run, monkeypatch):
     kernel, scope['final']['encoder']['layers']['0']['attention']['query']['kernel']
   )
   assert set(scope['adam']) and isinstance(kernel, np.ndarray)
+
+
+def test_run_stopped_between_an_evaluation_and_its_latest_save_finishes(one_device_run, tmp_path):
+  """Killed after `best` saved an evaluation but before `latest` reached that step: the
+  re-run trains that step again and must not save the evaluation twice (Orbax raised
+  StepAlreadyExistsError and the run never finished); it ends as the uninterrupted one."""
+  c = _config(data=1)
+  c.sharding.num_devices = 1
+  c.eval.every_steps = 3
+  trainer.train(c, tmp_path)
+  best = sorted(
+    int(p.name) for p in (tmp_path / 'checkpoints' / 'best').iterdir() if p.name.isdigit()
+  )
+  assert 6 in best
+  for p in (tmp_path / 'checkpoints' / 'latest').iterdir():
+    shutil.rmtree(p)
+  shutil.rmtree(tmp_path / 'final')
+  trainer.train(c, tmp_path)
+  for x, y in zip(
+    jax.tree.leaves(_params(tmp_path)), jax.tree.leaves(_params(one_device_run)), strict=True
+  ):
+    np.testing.assert_allclose(x, y, atol=1e-6)

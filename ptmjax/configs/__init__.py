@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 HERE = pathlib.Path(__file__).parent
 # The configs a command line can name without a path (this folder's modules).
-NAMES = ('yaam', 'ptmdb', 'pretrain', 'synthetic', 'compare', 'sweep')
+NAMES = ('yaam', 'ptmdb', 'pretrain', 'synthetic', 'compare', 'sweep', 'shipped')
 
 
 def resolve(spec: str) -> str:

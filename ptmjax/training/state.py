@@ -188,7 +188,16 @@ class Checkpoints:
     )
 
   def on_eval(self, step, state, data: dict, metrics: dict) -> None:
-    """Every evaluation goes to `best` (which keeps the `keep_best` best)."""
+    """Every evaluation goes to `best` (which keeps the `keep_best` best).
+
+    A run stopped after an evaluation's save but before `latest` reached that step
+    resumes from an earlier step and evaluates this one again; resumed training equals
+    uninterrupted training, so the saved one already holds this state (saving it twice
+    raised StepAlreadyExistsError and the run could never finish).
+    """
+    if step in self.best.all_steps():
+      log.info('evaluation at step %d was saved before the interruption; kept', step)
+      return
     self._save(self.best, step, state, data, {k: float(v) for k, v in metrics.items()})
 
   def on_step(self, step, state, data: dict, *, force: bool = False) -> bool:
