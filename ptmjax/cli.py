@@ -65,6 +65,15 @@ def _convert_hf(args) -> int:
   return 0
 
 
+def _export_hf(args) -> int:
+  from ptmjax import zoo
+  from ptmjax.models import hf_export
+
+  out = hf_export.export(zoo.resolve(args.model, sha=args.sha256), args.out)
+  print(f'wrote {out} (transformers.AutoModelForMaskedLM.from_pretrained({str(out)!r}))')
+  return 0
+
+
 def _convert_proteinbert(args) -> int:
   from ptmjax import checkpoint
   from ptmjax.models import num_params
@@ -410,6 +419,15 @@ def main(argv=None) -> int:
   c.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None, help='compute dtype')
   c.add_argument('--seed', type=int, default=0, help='initialises the new heads')
   c.set_defaults(fn=_convert_hf)
+
+  x = sub.add_parser(
+    'export-hf',
+    help="write a transformer model as a Hugging Face folder (needs 'ptmjax[hf]')",
+  )
+  x.add_argument('--model', required=True, help='a model folder, training work dir or model name')
+  x.add_argument('--sha256', default=None, help='the checksum of a --model URL or archive')
+  x.add_argument('--out', required=True, help='the folder to write (safetensors, config, vocab)')
+  x.set_defaults(fn=_export_hf)
 
   pb = sub.add_parser(
     'convert-proteinbert',
