@@ -74,6 +74,15 @@ def _export_hf(args) -> int:
   return 0
 
 
+def _export_keras(args) -> int:
+  from ptmjax import zoo
+  from ptmjax.models import proteinbert_import as pbi
+
+  out = pbi.export_pickle(zoo.resolve(args.model, sha=args.sha256), args.out)
+  print(f'wrote {out} (the protein-bert package layout; `ptmjax convert-proteinbert` reads it)')
+  return 0
+
+
 def _convert_proteinbert(args) -> int:
   from ptmjax import checkpoint
   from ptmjax.models import num_params
@@ -428,6 +437,14 @@ def main(argv=None) -> int:
   x.add_argument('--sha256', default=None, help='the checksum of a --model URL or archive')
   x.add_argument('--out', required=True, help='the folder to write (safetensors, config, vocab)')
   x.set_defaults(fn=_export_hf)
+
+  xk = sub.add_parser(
+    'export-keras', help="write a ProteinBERT model as the protein-bert package's weight pickle"
+  )
+  xk.add_argument('--model', required=True, help='a model folder, training work dir or model name')
+  xk.add_argument('--sha256', default=None, help='the checksum of a --model URL or archive')
+  xk.add_argument('--out', required=True, help='the .pkl to write')
+  xk.set_defaults(fn=_export_keras)
 
   pb = sub.add_parser(
     'convert-proteinbert',

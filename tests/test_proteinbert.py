@@ -267,3 +267,38 @@ def test_trains_and_predicts_end_to_end(objective, tmp_path):
                    str(tmp_path / 'p.fasta'), '--out', str(tmp_path / 'p.tsv')]) == 0  # fmt: skip
   lines = (tmp_path / 'p.tsv').read_text().splitlines()
   assert len(lines) == 1 + len(long) + 6
+
+
+@pytest.mark.parametrize('name', ['small', 'published'])
+def test_keras_pickle_to_ptmjax_and_back_gives_every_weight(name, tmp_path):
+  """`export-keras` writes the package's layout back: the same arrays in the same
+  order, and the written pickle converts to a model with the Keras reference outputs."""
+  f, dilation = _pickle(name, tmp_path / 'w.pkl')
+  assert cli.main(['convert-proteinbert', '--pickle', str(tmp_path / 'w.pkl'),
+                   '--out', str(tmp_path / 'model'), '--dilation', str(dilation),
+                   '--padding', 'reference']) == 0  # fmt: skip
+  assert cli.main(['export-keras', '--model', str(tmp_path / 'model'),
+                   '--out', str(tmp_path / 'back.pkl')]) == 0  # fmt: skip
+  n_a, original = pbi.read_pickle(tmp_path / 'w.pkl')
+  n_b, exported = pbi.read_pickle(tmp_path / 'back.pkl')
+  assert n_a == n_b and len(original) == len(exported)
+  for i, (x, y) in enumerate(zip(original, exported, strict=True)):
+    np.testing.assert_array_equal(y, np.asarray(x, np.float32), err_msg=f'weight {i}')
+  assert cli.main(['convert-proteinbert', '--pickle', str(tmp_path / 'back.pkl'),
+                   '--out', str(tmp_path / 'again'), '--dilation', str(dilation),
+                   '--padding', 'reference']) == 0  # fmt: skip
+  model, tokenizer, _ = checkpoint.load_model(tmp_path / 'again')
+  tokens, _ = tokenizer.batch([str(s) for s in f['sequences']], f['tokens'].shape[1])
+  out = model(jnp.asarray(tokens), heads=('mlm',),
+              annotations=jnp.asarray(f['annotations'], jnp.float32)[:, None, :])  # fmt: skip
+  np.testing.assert_allclose(jax.nn.softmax(out['mlm']), f['token_probs'], atol=1e-5, rtol=0)
+
+
+def test_a_transformer_is_refused_by_export_keras(tmp_path, capsys):
+  t = tok.esm()
+  cfg = ModelConfig(vocab_size=t.vocab_size, num_layers=1, embed_dim=16, num_heads=2,
+                    mlp_dim=32, pad_id=t.pad_id, cls_id=t.cls_id, eos_id=t.eos_id,
+                    mask_id=t.mask_id)  # fmt: skip
+  folder = checkpoint.save_model(tmp_path / 'tf', create_model(cfg, 0), t)
+  assert cli.main(['export-keras', '--model', str(folder), '--out', str(tmp_path / 'x.pkl')]) == 2
+  assert 'export-hf' in capsys.readouterr().err

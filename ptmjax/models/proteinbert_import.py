@@ -293,3 +293,73 @@ def _merge(current, loaded, where):
   if tuple(current.shape) != tuple(loaded.shape):
     raise ConversionError(f'{where}: shape {loaded.shape}, the model has {current.shape}')
   return loaded
+
+
+# --- back to the protein-bert package's layout ----------------------------------------
+def sizes_of(cfg: ModelConfig) -> dict:
+  """`keras_weight_shapes` sizes of a ptmjax ProteinBERT (a model trained without
+  annotations has a one-wide global input fed zeros: one annotation in Keras)."""
+  return dict(
+    vocab_size=cfg.vocab_size,
+    num_annotations=max(cfg.num_annotations, 1),
+    local_dim=cfg.embed_dim,
+    global_dim=cfg.global_dim,
+    num_blocks=cfg.num_layers,
+    num_heads=cfg.num_heads,
+    key_dim=cfg.key_dim,
+    kernel=cfg.conv_kernel,
+  )
+
+
+def params_to_keras(params: dict, sizes: dict) -> list[np.ndarray]:
+  """The inverse of `keras_to_params`: `model.get_weights()` order and shapes. A model
+  without an annotation head (fine-tuned for PTMs only) exports a zero one."""
+  enc = params['encoder']
+  by_name = {
+    'dense-global-input/kernel': enc['global_input']['kernel'],
+    'dense-global-input/bias': enc['global_input']['bias'],
+    'embedding-seq-input/embeddings': enc['token_embed']['embedding'],
+    'output-seq/kernel': params['mlm_head']['out']['kernel'],
+    'output-seq/bias': params['mlm_head']['out']['bias'],
+  }
+  blocks = enc['blocks']
+  for i in sorted(blocks, key=int):
+    for keras, ours in BLOCK_WEIGHTS:
+      module, leaf = ours.split('/')
+      by_name[f'block{int(i) + 1}/{keras}'] = blocks[i][module][leaf]
+  head = params.get('annotation_head')
+  a, g = sizes['num_annotations'], sizes['global_dim']
+  by_name['output-annotations/kernel'] = head['out']['kernel'] if head else np.zeros((g, a))
+  by_name['output-annotations/bias'] = head['out']['bias'] if head else np.zeros((a,))
+  out = []
+  for name, shape in keras_weight_shapes(**sizes):
+    w = np.asarray(by_name[name], np.float32)
+    if tuple(w.shape) != shape:
+      raise ConversionError(f'{name}: shape {w.shape} here, {shape} in Keras')
+    out.append(w)
+  return out
+
+
+def export_pickle(model_dir, out) -> pathlib.Path:
+  """Writes a ptmjax ProteinBERT as the protein-bert package pickles its weights:
+  `(n_annotations, model.get_weights(), [])` (no optimizer state). Load it in Keras
+  with that package's `create_model(..., dilation_rate=cfg.wide_dilation)` and
+  `set_weights`, or back here with `ptmjax convert-proteinbert`."""
+  from flax import nnx
+
+  from ptmjax import checkpoint as ckpt
+
+  model, _, _ = ckpt.load_model(model_dir)
+  cfg = model.cfg
+  if cfg.family != 'proteinbert':
+    raise ConversionError(
+      f'{model_dir}: a {cfg.family!r} model; export-keras writes ProteinBERT models '
+      '(a transformer exports with `ptmjax export-hf`)'
+    )
+  sizes = sizes_of(cfg)
+  weights = params_to_keras(nnx.state(model, nnx.Param).to_pure_dict(), sizes)
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with open(out, 'wb') as f:
+    pickle.dump((sizes['num_annotations'], weights, []), f)
+  return out

@@ -52,12 +52,15 @@ NAME = zoo.DEFAULT
 EXAMPLE_FILE = 'example.fasta'
 EXAMPLE_PROTEINS = 20
 CITATIONS = (
-  ('YAAM (the yeast sites, export of 12/15/2021)',
-   'Ferreira et al., YAAM: Yeast Amino Acid Modifications database, Database (2018), '
-   'doi:10.1093/database/bay052'),
-  ('dbPTM (multi-organism sites, stage-0 sequences)',
-   'Li et al., dbPTM in 2022, Nucleic Acids Research 50:D471 (2022), doi:10.1093/nar/gkab1017'),
-  ('UniProt (Swiss-Prot MOD_RES, stage-0 sequences)',
+  ('YAAM (the yeast sites)',
+   'YAAM, Yeast Amino Acid Modifications database, export of 12/15/2021 as published in '
+   'the repository cjGO/yaamformer (data/yaam_dec15_21.txt); cite the database as its web '
+   'site asks, and the publication (Pmid column) of each site you use'),
+  ('dbPTM (multi-organism sites; stage-0 sequences)',
+   'Li et al., dbPTM in 2022: an updated database for exploring regulatory networks and '
+   'functional associations of protein post-translational modifications, Nucleic Acids '
+   'Research 50:D471 (2022), doi:10.1093/nar/gkab1017'),
+  ('UniProt (Swiss-Prot MOD_RES; stage-0 sequences)',
    'The UniProt Consortium, UniProt: the Universal Protein Knowledgebase in 2023, '
    'Nucleic Acids Research 51:D523 (2023), doi:10.1093/nar/gkac1052'),
   ('SGD (the S288C R64 proteome)',
@@ -265,8 +268,17 @@ def model_card(ev, data: dict, command: str) -> str:
     '(`ptmjax/configs/pretrain.py`, `small`).',
     "- Fine-tuning: YAAM training proteins only (the study's single-stage arm, seed 0, the "
     'recipe its validation chose; `ptmjax/configs/shipped.py`), '
-    f'{optim.get("total_steps")} steps at peak learning rate {optim.get("lr")}, the checkpoint '
-    f'kept by validation `{cfg.get("checkpoint", {}).get("best_metric")}`.',
+    f'peak learning rate {optim.get("lr")}, at most {optim.get("total_steps")} steps; '
+    f'stopped early at step {info.get("last_step")} (patience on validation '
+    f'`{cfg.get("checkpoint", {}).get("best_metric")}`), the weights of step {info.get("step")} '
+    'kept (its best validation evaluation).',
+    f'- Trained weights (float32) digest `{ev.get("trained_sha256")}`'
+    + (
+      f"; {'equal to' if ev['study_match'] else 'DIFFERENT from'} the study's `seed0/single` "
+      'run (the same recipe, retrained: training is deterministic on CPU).'
+      if ev.get('study_match') is not None
+      else '.'
+    ),
     f'- Data: YAAM export of 12/15/2021 on the SGD S288C R64 proteome; '
     f'{run_info.get("data", {}).get("proteins", "?")} training proteins after removing '
     f'{run_info.get("data", {}).get("homologs_removed", "?")} homologous to validation/test.',
@@ -378,12 +390,17 @@ def write_example(proteome, out: pathlib.Path, n: int = EXAMPLE_PROTEINS) -> int
   return sum(len(r.sequence) for r in kept)
 
 
-def ship(run, data_dir, out, *, proteome=None, n_boot=None, command='') -> pathlib.Path:
+def ship(
+  run, data_dir, out, *, proteome=None, n_boot=None, command='', study_run=None
+) -> pathlib.Path:
   run = RunDir.at(run)
   out = pathlib.Path(out)
   ckpt.save_compact(run.final, out, {'name': out.name})
   ev = evaluate(out, data_dir, n_boot)
   ev['run_info'] = run.read_run_info()
+  ev['trained_sha256'] = ckpt.read_meta(run.final).get('params_sha256')
+  if study_run:
+    ev['study_match'] = ckpt.read_meta(study_run).get('params_sha256') == ev['trained_sha256']
   data = card_data(ev, out.name)
   data['created'] = datetime.date.today().isoformat()
   (out / zoo.CARD_DATA).write_text(json.dumps(data, indent=2) + '\n')
@@ -402,6 +419,11 @@ def main(argv=None) -> int:
   p.add_argument('--data-dir', required=True, help='the TFDS data dir with yaam built')
   p.add_argument('--out', default=str(zoo.SHIPPED_ROOT / NAME))
   p.add_argument('--proteome', help='S288C proteome FASTA: its first proteins are the example')
+  p.add_argument(
+    '--study-run',
+    help="the study's seed0/single model folder (archived): the "
+    'card says whether the retrained weights equal it',
+  )
   p.add_argument('--bootstrap', type=int, help="resamples (default: the study's)")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
@@ -409,10 +431,14 @@ def main(argv=None) -> int:
     'ptmjax train --config shipped:STUDY/stage0/final --workdir runs/shipped '
     '--config.data.data_dir=tfds_data\n'
     'python -m ptmjax.studies.ship --run runs/shipped --data-dir tfds_data '
-    '--proteome s288c_r64_proteins.fasta'
+    '--proteome s288c_r64_proteins.fasta \\\n'
+    '  --study-run results/compare_small_proteinbert/archive/seed0/runs/seed0/single/final'
   )
-  print(ship(args.run, args.data_dir, args.out, proteome=args.proteome, n_boot=args.bootstrap,
-             command=command))  # fmt: skip
+  out = ship(
+    args.run, args.data_dir, args.out, proteome=args.proteome, n_boot=args.bootstrap,
+    study_run=args.study_run, command=command,
+  )  # fmt: skip
+  print(out)
   return 0
 
 
