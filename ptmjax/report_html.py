@@ -41,7 +41,9 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
 th { background: #f2f2f2; }
 td.context { font-family: monospace; }
-.track { display: block; margin: 0.3em 0 1em 0; border: 1px solid #ddd; }
+.track { display: block; border: 1px solid #ddd; }
+/* a long protein scrolls sideways inside its row, 2 px per residue, never squeezed */
+.scroll { overflow-x: auto; margin: 0.3em 0 1em 0; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
 .called { font-weight: bold; }
 """
@@ -132,6 +134,7 @@ class HtmlReport:
     colour = COLOURS.get(channel, '#555')
     shown = self._scale(channel, np.nan_to_num(raw, nan=0.0))
     parts = [
+      '<div class="scroll">',
       f'<svg class="track" data-channel="{channel}" width="{width:.0f}" height="{h + top + 16}" '
       f'viewBox="0 0 {width:.0f} {h + top + 16}" xmlns="http://www.w3.org/2000/svg" '
       f'role="img" aria-label="{html.escape(channel)} probabilities along {html.escape(pid)}">',
@@ -163,7 +166,7 @@ class HtmlReport:
       parts.append(
         f'<text x="{max(tick * dx, 0):.1f}" y="{top + h + 13}" font-size="10">{tick or 1}</text>'
       )
-    parts.append('</svg>')
+    parts.append('</svg></div>')
     return '\n'.join(parts)
 
   def _table(self, sites: list[Site]) -> str:
