@@ -66,19 +66,22 @@ def _convert_hf(args) -> int:
 
 
 def _export_hf(args) -> int:
-  from ptmjax import zoo
+  from ptmjax import checkpoint, zoo
   from ptmjax.models import hf_export
 
-  out = hf_export.export(zoo.resolve(args.model, sha=args.sha256), args.out)
+  folder = zoo.resolve(args.model, sha=args.sha256)
+  model, tokenizer, meta = checkpoint.load_model(folder)
+  out = hf_export.export(model, tokenizer, meta, args.out, source=folder)
   print(f'wrote {out} (transformers.AutoModelForMaskedLM.from_pretrained({str(out)!r}))')
   return 0
 
 
 def _export_keras(args) -> int:
-  from ptmjax import zoo
+  from ptmjax import checkpoint, zoo
   from ptmjax.models import proteinbert_import as pbi
 
-  out = pbi.export_pickle(zoo.resolve(args.model, sha=args.sha256), args.out)
+  folder = zoo.resolve(args.model, sha=args.sha256)
+  out = pbi.export_pickle(checkpoint.load_model(folder)[0], args.out, source=folder)
   print(f'wrote {out} (the protein-bert package layout; `ptmjax convert-proteinbert` reads it)')
   return 0
 

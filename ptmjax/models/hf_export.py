@@ -230,23 +230,18 @@ def _readme(family: str, meta: dict, heads: dict, source) -> str:
   )
 
 
-def export(model_dir, out) -> pathlib.Path:
-  """Writes the Hugging Face folder of a ptmjax transformer model folder."""
+def export(model, tokenizer, meta: dict, out, source='') -> pathlib.Path:
+  """Writes the Hugging Face folder of a loaded ptmjax transformer (`checkpoint.load_model`);
+  `source` names the model folder in the README."""
   from safetensors.numpy import save_file
 
-  from ptmjax import checkpoint as ckpt
-
-  model, tokenizer, meta = ckpt.load_model(model_dir)
   hf_model, family, heads = build(model, tokenizer)
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   hf_model.save_pretrained(str(out), safe_serialization=True)
   _tokenizer_files(tokenizer, family, out)
   if heads:
-    save_file(
-      heads,
-      str(out / HEADS_FILE),
-      metadata={'ptmjax': json.dumps(meta.get('info', {}).get('channels') or [])},
-    )
-  (out / 'README.md').write_text(_readme(family, meta, heads, model_dir))
+    channels = json.dumps(meta.get('info', {}).get('channels') or [])
+    save_file(heads, str(out / HEADS_FILE), metadata={'ptmjax_channels': channels})
+  (out / 'README.md').write_text(_readme(family, meta, heads, source))
   return out

@@ -340,20 +340,18 @@ def params_to_keras(params: dict, sizes: dict) -> list[np.ndarray]:
   return out
 
 
-def export_pickle(model_dir, out) -> pathlib.Path:
-  """Writes a ptmjax ProteinBERT as the protein-bert package pickles its weights:
-  `(n_annotations, model.get_weights(), [])` (no optimizer state). Load it in Keras
-  with that package's `create_model(..., dilation_rate=cfg.wide_dilation)` and
-  `set_weights`, or back here with `ptmjax convert-proteinbert`."""
+def export_pickle(model, out, source='') -> pathlib.Path:
+  """Writes a loaded ptmjax ProteinBERT (`checkpoint.load_model`) as the protein-bert
+  package pickles its weights: `(n_annotations, model.get_weights(), [])` (no optimizer
+  state). Load it in Keras with that package's `create_model(...,
+  dilation_rate=cfg.wide_dilation)` and `set_weights`, or back here with
+  `ptmjax convert-proteinbert`."""
   from flax import nnx
 
-  from ptmjax import checkpoint as ckpt
-
-  model, _, _ = ckpt.load_model(model_dir)
   cfg = model.cfg
   if cfg.family != 'proteinbert':
     raise ConversionError(
-      f'{model_dir}: a {cfg.family!r} model; export-keras writes ProteinBERT models '
+      f'{source}: a {cfg.family!r} model; export-keras writes ProteinBERT models '
       '(a transformer exports with `ptmjax export-hf`)'
     )
   sizes = sizes_of(cfg)

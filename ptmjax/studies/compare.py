@@ -394,21 +394,66 @@ def trained_mods(config) -> list[str]:
   ]
 
 
-def run(config, workdir, command: str = '') -> pathlib.Path:
-  """Trains what is missing, scores everything, writes WORKDIR/report; returns report.md."""
-  t0 = time.time()
-  # The code that trains, not whatever is checked out when it ends.
-  provenance = runs.provenance(command)
+def prepare(config, workdir) -> pathlib.Path:
+  """Checks the paths, makes the work dir, points every selecting stage at the study's
+  selection metric."""
   for value, what in ((workdir, 'work dir'), (config.data_dir, 'data_dir'),
                       (config.init_path, 'init_path')):  # fmt: skip
     paths.require_supported(value, what)
   workdir = paths.as_path(workdir, 'work dir')
   workdir.mkdir(parents=True, exist_ok=True)
-  # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
-  earlier_s = runs.total_seconds(workdir)
   if config.get('select_metric'):
     for name in SELECTING_STAGES:
       config[name].checkpoint.best_metric = config.select_metric
+  return workdir
+
+
+def restore_archive(config, workdir, init, flats, digests) -> None:
+  """Finished seeds of earlier sittings, on other machines (`archive_dir`), when set."""
+  store = config.get('archive_dir', '')
+  if store:
+    archive.restore(store, workdir, init_sha256=model_digest(init), flats=flats,
+                    data_digests=digests)  # fmt: skip
+
+
+def score_arms(config, workdir, models, init, splits, flats, candidates, channels, mods):
+  """(scores of every arm and baseline, the initial model's test scores, each model's
+  stored calibration): what the statistics and plots read."""
+  arm_models = {k: v for k, v in models.items() if k[0] not in PROBED[:2]}
+  scores = score_models(config, workdir, arm_models, splits)
+  init_scores = score_models(config, workdir, {('init', 0): init}, {'test': splits['test']})[
+    'init', 0, 'test'
+  ]
+  calibrations = {
+    k: ckpt.read_meta(v).get('info', {}).get('calibration') or {} for k, v in arm_models.items()
+  }
+  scores.update(baseline_scores(config, flats, candidates, channels, mods))
+  return scores, init_scores, calibrations
+
+
+def run_info_extra(config, models, gate, recipe_info, clusters, single_info, mods) -> dict:
+  """The report's record of how the arms were trained, selected and resampled."""
+  return {
+    'stage1_check': gate,
+    'recipes': recipe_info,
+    'select_metric': config.single.checkpoint.best_metric,
+    'resample': 'clusters',
+    'test_clusters': len(set(clusters)),
+    'arms': arms_of(config),
+    'runs': run_summaries(models),
+    'loss_channels': single_info.get('channel_weights'),
+    'any_channels': mods,
+  }
+
+
+def run(config, workdir, command: str = '') -> pathlib.Path:
+  """Trains what is missing, scores everything, writes WORKDIR/report; returns report.md."""
+  t0 = time.time()
+  # The code that trains, not whatever is checked out when it ends.
+  provenance = runs.provenance(command)
+  workdir = prepare(config, workdir)
+  # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
+  earlier_s = runs.total_seconds(workdir)
   init = initial_weights(config, workdir)
   seed_list = seeds_of(config)
   seed0 = seed_list[0]
@@ -418,10 +463,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   flats = {'validation': flat_val, 'test': flat_test}
   digests = {split: data_digest(exs) for split, exs in splits.items()}
   mods = trained_mods(config)
-  store = config.get('archive_dir', '')
-  if store:  # finished seeds of earlier sittings, on other machines
-    archive.restore(store, workdir, init_sha256=model_digest(init), flats=flats,
-                    data_digests=digests)  # fmt: skip
+  restore_archive(config, workdir, init, flats, digests)
 
   finish_seed = seed_archiver(config, workdir, init, splits, flats, digests)
   models, transfer_models, recipe_info = train_arms(config, workdir, init, finish_seed)
@@ -436,17 +478,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   candidates = Candidates.from_json(single_info['candidates'])
   channels = report_channels(config, flat_test, candidates)
   log.info('scoring %d models on %d + %d proteins', len(models), len(val), len(test))
-  arm_models = {k: v for k, v in models.items() if k[0] not in PROBED[:2]}
-  scores = score_models(config, workdir, arm_models, splits)
-  init_scores = score_models(config, workdir, {('init', 0): init}, {'test': test})[
-    'init', 0, 'test'
-  ]
-  calibrations = {
-    k: ckpt.read_meta(v).get('info', {}).get('calibration') or {} for k, v in arm_models.items()
-  }
-
-  scores.update(baseline_scores(config, flats, candidates, channels, mods))
-
+  scores, init_scores, calibrations = score_arms(
+    config, workdir, models, init, splits, flats, candidates, channels, mods
+  )
   # Test proteins are resampled by homology cluster (the split's MMseqs2 clusters).
   clusters = [sources.text(ex.get('cluster', '')) or sources.text(ex['id']) for ex in test]
   results = compare_stats.compare(
@@ -473,17 +507,7 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
 
   stage1_info = RunDir.of_model(models['stage1', seed0]).read_run_info()
   info = study_info(config, provenance, init, val, test, candidates, stage1_info, single_info)
-  info.update({
-    'stage1_check': gate,
-    'recipes': recipe_info,
-    'select_metric': config.single.checkpoint.best_metric,
-    'resample': 'clusters',
-    'test_clusters': len(set(clusters)),
-    'arms': arms_of(config),
-    'runs': run_summaries(models),
-    'loss_channels': single_info.get('channel_weights'),
-    'any_channels': mods,
-  })  # fmt: skip
+  info.update(run_info_extra(config, models, gate, recipe_info, clusters, single_info, mods))
   wall = time.time() - t0 + earlier_s
   compare_report.write_report(
     outdir, config, results, info, files, separation, command, wall, training_s, curve, probes

@@ -24,6 +24,23 @@ def plots(
   import matplotlib.pyplot as plt
 
   files = {}
+  _plot_roc_pr(plt, files, outdir, flat_test, scores, candidates, mods, channels)
+  _plot_histograms(plt, files, outdir, flat_test, scores, candidates, mods, channels, init_scores)
+  if separation:
+    _plot_pca(plt, files, outdir, separation)
+  _plot_learning_curves(plt, files, outdir, channels, runs)
+  if calibrations:
+    _plot_reliability(
+      plt, files, outdir, flat_test, scores, candidates, mods, channels, calibrations
+    )
+  if curve:
+    _plot_transfer(plt, files, outdir, curve)
+  plt.close('all')
+  return files
+
+
+def _plot_roc_pr(plt, files, outdir, flat_test, scores, candidates, mods, channels) -> None:
+  """ROC and precision-recall curves of every arm (test)."""
   arms = [a for a in ARM_LABELS if any(k[0] == a for k in scores)]
   names = [c for c in channels][:2] + ['any']
   fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 9))
@@ -45,6 +62,11 @@ def plots(
   fig.tight_layout()
   files['roc_pr'] = _save(fig, outdir / 'roc_pr.png')
 
+
+def _plot_histograms(
+  plt, files, outdir, flat_test, scores, candidates, mods, channels, init_scores
+) -> None:
+  """The blog's probability histograms, before and after fine-tuning."""
   # The blog's histogram: probabilities for modified vs unmodified candidate residues.
   name = channels[0]
   panels = [('before fine-tuning (initial model, untrained head)', init_scores)]
@@ -63,20 +85,23 @@ def plots(
   fig.tight_layout()
   files['histograms'] = _save(fig, outdir / 'probability_histograms.png')
 
-  if separation:
-    fig, axes = plt.subplots(1, len(separation), figsize=(4.5 * len(separation), 4))
-    for ax, (title, r) in zip(np.atleast_1d(axes), separation.items(), strict=True):
-      pcs, y = r['pca'], r['y']
-      ax.scatter(*pcs[~y].T, s=3, alpha=0.3, label='unmodified S')
-      ax.scatter(*pcs[y].T, s=5, alpha=0.7, label='phosphorylated S')
-      ax.set(
-        title=f'{title}\nlinear probe AUROC {r["probe_auroc"]:.3f}', xlabel='PC1', ylabel='PC2'
-      )
-      ax.title.set_fontsize(9)
-      ax.legend(fontsize=7, markerscale=3)
-    fig.tight_layout()
-    files['pca'] = _save(fig, outdir / 'serine_pca.png')
 
+def _plot_pca(plt, files, outdir, separation) -> None:
+  """Serine-embedding PCA per encoder."""
+  fig, axes = plt.subplots(1, len(separation), figsize=(4.5 * len(separation), 4))
+  for ax, (title, r) in zip(np.atleast_1d(axes), separation.items(), strict=True):
+    pcs, y = r['pca'], r['y']
+    ax.scatter(*pcs[~y].T, s=3, alpha=0.3, label='unmodified S')
+    ax.scatter(*pcs[y].T, s=5, alpha=0.7, label='phosphorylated S')
+    ax.set(title=f'{title}\nlinear probe AUROC {r["probe_auroc"]:.3f}', xlabel='PC1', ylabel='PC2')
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, markerscale=3)
+  fig.tight_layout()
+  files['pca'] = _save(fig, outdir / 'serine_pca.png')
+
+
+def _plot_learning_curves(plt, files, outdir, channels, runs) -> None:
+  """Training loss and validation AUROC of every run."""
   metric = f'val/{channels[0]}/auroc'
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for (arm, seed), workdir in runs.items():
@@ -95,44 +120,49 @@ def plots(
     ax.legend(fontsize=7)
   fig.tight_layout()
   files['learning_curves'] = _save(fig, outdir / 'learning_curves.png')
-  if calibrations:
-    fig, axes = plt.subplots(1, len(channels), figsize=(4.2 * len(channels), 4), squeeze=False)
-    for ax, name in zip(axes[0], channels, strict=True):
-      for arm in ('single', 'two'):
-        if (arm, min_seed(scores, arm), 'test') not in scores:
-          continue
-        seed = min_seed(scores, arm)
-        _, y, s = targets(flat_test, scores[arm, seed, 'test'], candidates, name, mods)
-        pred, obs, _ = calib.reliability(y, s)
-        ax.plot(pred, obs, 'o-', ms=3, label=f'{ARM_LABELS[arm]}, raw')
-        ab = calibrations.get((arm, seed), {}).get(name)
-        if ab:
-          pred, obs, _ = calib.reliability(y, calib.apply_platt(s, *ab))
-          ax.plot(pred, obs, 's--', ms=3, label=f'{ARM_LABELS[arm]}, calibrated')
-      ax.plot([0, 1], [0, 1], 'k:', lw=0.8)
-      ax.set(title=f'{name}: reliability (test)', xlabel='predicted', ylabel='observed rate')
-      ax.legend(fontsize=6)
-    fig.tight_layout()
-    files['reliability'] = _save(fig, outdir / 'reliability.png')
 
-  if curve:
-    fig, axes = plt.subplots(1, len(curve), figsize=(4.2 * len(curve), 3.8), squeeze=False)
-    for ax, (name, by_fraction) in zip(axes[0], curve.items(), strict=True):
-      xs = [float(f) for f in by_fraction]
-      for arm, color in (('single', 'C2'), ('two', 'C3')):
-        ys = [r[arm]['auroc'] for r in by_fraction.values()]
-        lo = [r[arm]['ci'][0] for r in by_fraction.values()]
-        hi = [r[arm]['ci'][1] for r in by_fraction.values()]
-        ax.plot(xs, ys, 'o-', color=color, label=ARM_LABELS[arm])
-        ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
-      ax.set(xscale='log', title=f'{name}', xlabel='share of YAAM training proteins',
-             ylabel='test AUROC')  # fmt: skip
-      ax.set_xticks(xs, [f'{x:.0%}' for x in xs])
-      ax.legend(fontsize=7)
-    fig.tight_layout()
-    files['transfer_curve'] = _save(fig, outdir / 'transfer_curve.png')
-  plt.close('all')
-  return files
+
+def _plot_reliability(
+  plt, files, outdir, flat_test, scores, candidates, mods, channels, calibrations
+) -> None:
+  """Reliability diagrams, raw and calibrated."""
+  fig, axes = plt.subplots(1, len(channels), figsize=(4.2 * len(channels), 4), squeeze=False)
+  for ax, name in zip(axes[0], channels, strict=True):
+    for arm in ('single', 'two'):
+      if (arm, min_seed(scores, arm), 'test') not in scores:
+        continue
+      seed = min_seed(scores, arm)
+      _, y, s = targets(flat_test, scores[arm, seed, 'test'], candidates, name, mods)
+      pred, obs, _ = calib.reliability(y, s)
+      ax.plot(pred, obs, 'o-', ms=3, label=f'{ARM_LABELS[arm]}, raw')
+      ab = calibrations.get((arm, seed), {}).get(name)
+      if ab:
+        pred, obs, _ = calib.reliability(y, calib.apply_platt(s, *ab))
+        ax.plot(pred, obs, 's--', ms=3, label=f'{ARM_LABELS[arm]}, calibrated')
+    ax.plot([0, 1], [0, 1], 'k:', lw=0.8)
+    ax.set(title=f'{name}: reliability (test)', xlabel='predicted', ylabel='observed rate')
+    ax.legend(fontsize=6)
+  fig.tight_layout()
+  files['reliability'] = _save(fig, outdir / 'reliability.png')
+
+
+def _plot_transfer(plt, files, outdir, curve) -> None:
+  """Test AUROC against the share of training proteins."""
+  fig, axes = plt.subplots(1, len(curve), figsize=(4.2 * len(curve), 3.8), squeeze=False)
+  for ax, (name, by_fraction) in zip(axes[0], curve.items(), strict=True):
+    xs = [float(f) for f in by_fraction]
+    for arm, color in (('single', 'C2'), ('two', 'C3')):
+      ys = [r[arm]['auroc'] for r in by_fraction.values()]
+      lo = [r[arm]['ci'][0] for r in by_fraction.values()]
+      hi = [r[arm]['ci'][1] for r in by_fraction.values()]
+      ax.plot(xs, ys, 'o-', color=color, label=ARM_LABELS[arm])
+      ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
+    ax.set(xscale='log', title=f'{name}', xlabel='share of YAAM training proteins',
+           ylabel='test AUROC')  # fmt: skip
+    ax.set_xticks(xs, [f'{x:.0%}' for x in xs])
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  files['transfer_curve'] = _save(fig, outdir / 'transfer_curve.png')
 
 
 def min_seed(scores, arm):
@@ -161,6 +191,26 @@ def _diff_line(d, key='auroc'):
 def write_report(outdir, config, results, info, files, separation, command, wall_s, training_s,
                  curve=None, probes=None):  # fmt: skip
   lines = [f'# Single-stage vs two-stage PTM prediction ({config.size})', '']
+  ci_words, unit = _intervals(info)
+  lines += _summary(results, ci_words)
+  lines += _stage1_gate(info)
+  lines += _setup(config, results, info, command, wall_s, training_s, ci_words)
+  lines += _recipes(info)
+  lines += _result_tables(results, info)
+  lines += _differences(results, ci_words, unit)
+  lines += _calibration(results)
+  lines += _transfer(curve)
+  lines += _runs(info)
+  lines += _probes(config, probes)
+  lines += _serine(separation)
+  lines += ['', '## Plots', '']
+  for key, f in files.items():
+    lines += [f'![{key}]({f})', '']
+  (outdir / 'report.md').write_text('\n'.join(lines) + '\n')
+
+
+def _intervals(info):
+  """The interval words every table repeats, and the resampled unit."""
   seeds = len(info['seeds'])
   unit = 'homology clusters' if info.get('resample') == 'clusters' else 'proteins'
   ci_words = (
@@ -172,6 +222,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
     else '95 % interval over test proteins only (one trained seed: the seed-to-seed spread is '
     'not measured)'
   )
+  return ci_words, unit
+
+
+def _summary(results, ci_words):
+  """The plain-language verdicts, each following its interval."""
+  lines = []
   # Plain-language summary first: every verdict follows its interval.
   summary = []
   for name, row in results.items():
@@ -195,6 +251,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
       )
     summary.append(text)
   lines += ['## Summary', '', f'Intervals: {ci_words}.', '', *summary, '']
+  return lines
+
+
+def _stage1_gate(info):
+  """Whether stage 1 beats a window regression on ptmDB validation."""
+  lines = []
   gate = info.get('stage1_check')
   if gate:
     s1 = ', '.join(f'{v:.3f}' for v in gate['stage1'].values())
@@ -207,6 +269,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
          'model weaker than a motif regression.'),
       '',
     ]  # fmt: skip
+  return lines
+
+
+def _setup(config, results, info, command, wall_s, training_s, ci_words):
+  """The command, revision, seeds, data and filters of the study."""
+  lines = []
   lines += [
     '## Set-up',
     '',
@@ -249,6 +317,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
     f'- Loss weights per channel: {json.dumps(info.get("loss_channels"))} (other channels '
     'are not trained).',
   ]
+  return lines
+
+
+def _recipes(info):
+  """The stage-2 recipe grid chosen on validation."""
+  lines = []
   recipes = info.get('recipes') or {}
   if len(recipes.get('recipes', {})) > 1:
     metric = info.get('select_metric', 'the validation metric')
@@ -262,6 +336,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         lines.append(f'| {seed} | {ARM_LABELS.get(arm, arm)} | {cells} | {chosen} |')
     lines += ['', 'Recipes: ' + '; '.join(
       f'`{k}` = {json.dumps(v)}' for k, v in recipes['recipes'].items()) + '.']  # fmt: skip
+  return lines
+
+
+def _result_tables(results, info):
+  """Per-arm metrics, pooled and within studied proteins."""
+  lines = []
   for view, title in (
     ('pooled', 'Results on candidate residues (pooled over test proteins)'),
     ('within', 'Within studied proteins (only test proteins with at least one site of the row)'),
@@ -287,6 +367,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         if view == 'pooled':
           cells += f' {r["f1_at_val_threshold"]:.3f} | {r["mcc_at_val_threshold"]:.3f} |'
         lines.append(cells)
+  return lines
+
+
+def _differences(results, ci_words, unit):
+  """The paired differences with every interval and p-value."""
+  lines = []
   lines += ['', '## Paired differences', '']
   lines += [
     f'AUROC intervals: {ci_words}. Beside it: the percentile interval of the joint '
@@ -309,6 +395,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
           f'| {name} | {view} | {k} | {_diff_line(d)} | {_ci(d.get("auroc_ci_bootstrap"))} | '
           f'{_ci(d["auroc_ci_proteins_only"])} | {p:.3g} | {ph:.3g} | {_diff_line(d, "auprc")} |'
         )
+  return lines
+
+
+def _calibration(results):
+  """Expected calibration error per channel and arm."""
+  lines = []
   cal_rows = [(n, r['calibration']) for n, r in results.items() if r.get('calibration')]
   if cal_rows:
     lines += ['', '## Calibration (test, candidate residues)', '']
@@ -325,6 +417,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         if arm in MODELS:
           after = f'{c["ece_calibrated"]:.4f}' if 'ece_calibrated' in c else 'n/a'
           lines.append(f'| {name} | {ARM_LABELS[arm]} | {c["ece"]:.4f} | {after} |')
+  return lines
+
+
+def _transfer(curve):
+  """The transfer curve table."""
+  lines = []
   if curve:
     lines += ['', '## Transfer curve: test AUROC against the share of YAAM training proteins', '']
     lines += [
@@ -341,6 +439,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
           f'| {name} | {float(fraction):.0%} | {_fmt(r["single"]["auroc"], r["single"]["ci"])} | '
           f'{_fmt(r["two"]["auroc"], r["two"]["ci"])} | {_diff_line(d)} | {len(r["seeds"])} |'
         )
+  return lines
+
+
+def _runs(info):
+  """Where each run stopped, and whether it reached its cap."""
+  lines = []
   if info.get('runs'):
     runs = info['runs']
     capped = [k for k, r in runs.items() if r.get('hit_cap')]
@@ -355,6 +459,12 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         f'{"yes" if r.get("hit_cap") else "no"} | {"yes" if r["stopped_early"] else "no"} | '
         f'{r["seconds"]:.0f} |'
       )
+  return lines
+
+
+def _probes(config, probes):
+  """The frozen-representation probe table."""
+  lines = []
   if probes:
     names = sorted({p for kinds in probes.values() for p in kinds},
                    key=lambda p: (p == 'serine', p))  # fmt: skip
@@ -376,13 +486,16 @@ def write_report(outdir, config, results, info, files, separation, command, wall
         cells.append(f'{c["mean"]:.3f} ({c["sd"]:.3f})' if c else '')
       n = max(len(c['per_seed']) for c in row.values())
       lines.append(f'| {PROBE_LABELS.get(kind, kind)} | ' + ' | '.join(cells) + f' | {n} |')
+  return lines
+
+
+def _serine(separation):
+  """The blog's serine-embedding probe."""
+  lines = []
   if separation:
     lines += ['', '## Serine embeddings', '']
     lines += ['Linear-probe AUROC (logistic regression fitted on validation serines, scored on']
     lines += ['test serines) separating phosphorylated from unmodified serines:', '']
     for name, r in separation.items():
       lines.append(f'- {name}: {r["probe_auroc"]:.3f} ({r["serines"]} test serines)')
-  lines += ['', '## Plots', '']
-  for key, f in files.items():
-    lines += [f'![{key}]({f})', '']
-  (outdir / 'report.md').write_text('\n'.join(lines) + '\n')
+  return lines

@@ -77,6 +77,79 @@ def _ci_summary(point, boot):
   }
 
 
+def _arm_metrics(flat_val, flat_test, scores, candidates, name, mods, within, arm, seeds,
+                 counts, group_of, seed_draws):  # fmt: skip
+  """One arm on one table row and view: the mean over seeds with its joint interval,
+  F1/MCC at the validation threshold, and the bootstrap arrays the differences pair."""
+  per_seed, boots, thr, val_auroc = [], [], [], []
+  for seed in seeds:
+    k_t, y_t, s_t = targets(flat_test, scores[arm, seed, 'test'], candidates, name, mods, within)
+    t = None
+    if not within:  # F1 / MCC at the threshold chosen on validation
+      _, y_v, s_v = targets(flat_val, scores[arm, seed, 'validation'], candidates, name, mods)
+      t = metrics.best_f1_threshold(y_v, s_v)[0]
+      val_auroc.append(metrics.auroc(y_v, s_v))
+    r = metrics.binary_report(y_t, s_t, t)
+    if not within:
+      thr.append((r['f1'], r['mcc']))
+    per_seed.append((r['auroc'], r['auprc']))
+    ranked = bootstrap.Ranked(y_t, s_t, group_of[k_t])
+    boots.append([ranked.scores(c) for c in counts])
+  boots = np.asarray(boots)  # [S, B, 2]
+  hier = bootstrap.hierarchical(boots, seed_draws)
+  prot = boots.mean(0)
+  per_seed = np.asarray(per_seed)
+  a = {
+    'auroc': float(per_seed[:, 0].mean()),
+    'auprc': float(per_seed[:, 1].mean()),
+    'auroc_ci': bootstrap.interval(hier[:, 0]),
+    'auprc_ci': bootstrap.interval(hier[:, 1]),
+    'auroc_per_seed': per_seed[:, 0].tolist(),
+    'auprc_per_seed': per_seed[:, 1].tolist(),
+    'auroc_seed_sd': float(per_seed[:, 0].std(ddof=1)) if len(per_seed) > 1 else 0.0,
+    'seeds': len(per_seed),
+  }
+  if val_auroc:  # what picks "the best arm" in the summary: never the test data
+    a['val_auroc'] = float(np.mean(val_auroc))
+  if thr:
+    a['f1_at_val_threshold'] = float(np.mean([m[0] for m in thr]))
+    a['mcc_at_val_threshold'] = float(np.mean([m[1] for m in thr]))
+  return a, hier, prot
+
+
+def _pair_differences(arms: dict, hier: dict, prot: dict) -> dict:
+  """Every reported pair of arms: the difference with its seed-and-test interval, p, the
+  joint-bootstrap and test-only intervals, and the share of resamples it is ahead."""
+  out = {}
+  pairs = [('two', 'single'), ('two_nolys', 'single'), ('two_nolys', 'two')]
+  pairs += [('count', 'single')]
+  pairs += [(m, b) for m in MODELS for b in AGAINST]
+  for arm, ref in pairs:
+    if arm not in hier or ref not in hier:
+      continue
+    d_h, d_p = hier[arm] - hier[ref], prot[arm] - prot[ref]
+    tests = [
+      bootstrap.seed_and_test_interval(_paired_seeds(arms, arm, ref, m), d_p[:, i])
+      for i, m in enumerate(('auroc', 'auprc'))
+    ]
+    out[f'{arm}-{ref}'] = {
+      'auroc': arms[arm]['auroc'] - arms[ref]['auroc'],
+      'auprc': arms[arm]['auprc'] - arms[ref]['auprc'],
+      'auroc_ci': tests[0]['ci'],
+      'auprc_ci': tests[1]['ci'],
+      'p': tests[0]['p'],
+      'df': tests[0]['df'],
+      'se_seed': tests[0]['se_seed'],
+      'se_test': tests[0]['se_test'],
+      'auroc_ci_bootstrap': bootstrap.interval(d_h[:, 0]),
+      'auprc_ci_bootstrap': bootstrap.interval(d_h[:, 1]),
+      'auroc_ci_proteins_only': bootstrap.interval(d_p[:, 0]),
+      'auroc_share_better': float(np.mean(d_h[:, 0] > 0)),
+      'auprc_share_better': float(np.mean(d_h[:, 1] > 0)),
+    }
+  return out
+
+
 def compare(
   config, flat_val, flat_test, scores, candidates, channels, mods, calibrations=None,
   test_clusters=None,
@@ -136,68 +209,11 @@ def compare(
       }
       hier, prot = {}, {}
       for arm in arms:
-        per_seed, boots, thr, val_auroc = [], [], [], []
-        for seed in seeds[arm]:
-          k_t, y_t, s_t = targets(
-            flat_test, scores[arm, seed, 'test'], candidates, name, mods, within
-          )
-          t = None
-          if not within:  # F1 / MCC at the threshold chosen on validation
-            _, y_v, s_v = targets(flat_val, scores[arm, seed, 'validation'], candidates, name, mods)
-            t = metrics.best_f1_threshold(y_v, s_v)[0]
-            val_auroc.append(metrics.auroc(y_v, s_v))
-          r = metrics.binary_report(y_t, s_t, t)
-          if not within:
-            thr.append((r['f1'], r['mcc']))
-          per_seed.append((r['auroc'], r['auprc']))
-          ranked = bootstrap.Ranked(y_t, s_t, group_of[k_t])
-          boots.append([ranked.scores(c) for c in counts])
-        boots = np.asarray(boots)  # [S, B, 2]
-        hier[arm] = bootstrap.hierarchical(boots, seed_draws)
-        prot[arm] = boots.mean(0)
-        per_seed = np.asarray(per_seed)
-        a = {
-          'auroc': float(per_seed[:, 0].mean()),
-          'auprc': float(per_seed[:, 1].mean()),
-          'auroc_ci': bootstrap.interval(hier[arm][:, 0]),
-          'auprc_ci': bootstrap.interval(hier[arm][:, 1]),
-          'auroc_per_seed': per_seed[:, 0].tolist(),
-          'auprc_per_seed': per_seed[:, 1].tolist(),
-          'auroc_seed_sd': float(per_seed[:, 0].std(ddof=1)) if len(per_seed) > 1 else 0.0,
-          'seeds': len(per_seed),
-        }
-        if val_auroc:  # what picks "the best arm" in the summary: never the test data
-          a['val_auroc'] = float(np.mean(val_auroc))
-        if thr:
-          a['f1_at_val_threshold'] = float(np.mean([m[0] for m in thr]))
-          a['mcc_at_val_threshold'] = float(np.mean([m[1] for m in thr]))
-        out['arms'][arm] = a
-      pairs = [('two', 'single'), ('two_nolys', 'single'), ('two_nolys', 'two')]
-      pairs += [('count', 'single')]
-      pairs += [(m, b) for m in MODELS for b in AGAINST]
-      for arm, ref in pairs:
-        if arm not in hier or ref not in hier:
-          continue
-        d_h, d_p = hier[arm] - hier[ref], prot[arm] - prot[ref]
-        tests = [
-          bootstrap.seed_and_test_interval(_paired_seeds(out['arms'], arm, ref, m), d_p[:, i])
-          for i, m in enumerate(('auroc', 'auprc'))
-        ]
-        out['differences'][f'{arm}-{ref}'] = {
-          'auroc': out['arms'][arm]['auroc'] - out['arms'][ref]['auroc'],
-          'auprc': out['arms'][arm]['auprc'] - out['arms'][ref]['auprc'],
-          'auroc_ci': tests[0]['ci'],
-          'auprc_ci': tests[1]['ci'],
-          'p': tests[0]['p'],
-          'df': tests[0]['df'],
-          'se_seed': tests[0]['se_seed'],
-          'se_test': tests[0]['se_test'],
-          'auroc_ci_bootstrap': bootstrap.interval(d_h[:, 0]),
-          'auprc_ci_bootstrap': bootstrap.interval(d_h[:, 1]),
-          'auroc_ci_proteins_only': bootstrap.interval(d_p[:, 0]),
-          'auroc_share_better': float(np.mean(d_h[:, 0] > 0)),
-          'auprc_share_better': float(np.mean(d_h[:, 1] > 0)),
-        }
+        out['arms'][arm], hier[arm], prot[arm] = _arm_metrics(
+          flat_val, flat_test, scores, candidates, name, mods, within, arm, seeds[arm],
+          counts, group_of, seed_draws,
+        )  # fmt: skip
+      out['differences'] = _pair_differences(out['arms'], hier, prot)
       row['views'][view] = out
     if ':' not in name and name != 'any':
       row['calibration'] = _calibration(

@@ -230,8 +230,8 @@ def card_data(ev, model_name: str) -> dict:
   }
 
 
-def model_card(ev, data: dict, command: str) -> str:
-  """MODEL_CARD.md, from `card_data` and the run's record."""
+def _card_head(ev, data) -> list[str]:
+  """Title, what it predicts, the model and its training."""
   info = ev['meta'].get('info', {})
   run_info = ev['run_info']
   cfg = info.get('config', {})
@@ -286,6 +286,13 @@ def model_card(ev, data: dict, command: str) -> str:
     f'training): {data["split"]["train"]} train, {data["split"]["validation"]} validation, '
     f'{data["split"]["test"]} test proteins in {data["split"]["test_clusters"]} clusters.',
     '',
+  ]
+  return lines
+
+
+def _card_results(data) -> list[str]:
+  """Test metrics against the baselines, and calibration."""
+  lines = [
     '## Test results',
     '',
     f'On the {data["split"]["test"]} test proteins, candidate residues with a known label. '
@@ -328,6 +335,12 @@ def model_card(ev, data: dict, command: str) -> str:
       lines.append(
         f'| {name} | {r["ece"]["ece"]:.3f} | {r["ece"].get("ece_calibrated", float("nan")):.3f} |'
       )
+  return lines
+
+
+def _card_thresholds(data) -> list[str]:
+  """What a call at each stored threshold means."""
+  lines = []
   lines += [
     '',
     '## Thresholds: what a call means',
@@ -346,6 +359,12 @@ def model_card(ev, data: dict, command: str) -> str:
       f'| {name} | {r["threshold"]:.3f} | {v["precision"]:.2f} / {v["recall"]:.2f} | '
       f'{t["precision"]:.2f} {_ci(t["precision_ci"])} | {t["recall"]:.2f} | {t["calls"]:,} |'
     )
+  return lines
+
+
+def _card_use(command) -> list[str]:
+  """Intended use and limits, how to reproduce, what to cite."""
+  lines = []
   lines += [
     '',
     'Annotated means reported in YAAM: an unannotated residue is not known to be '
@@ -375,6 +394,13 @@ def model_card(ev, data: dict, command: str) -> str:
     '',
   ]
   lines += [f'- {what}: {ref}' for what, ref in CITATIONS]
+  return lines
+
+
+def model_card(ev, data: dict, command: str) -> str:
+  """MODEL_CARD.md, from `card_data` and the run's record."""
+  lines = _card_head(ev, data) + _card_results(data) + _card_thresholds(data)
+  lines += _card_use(command)
   return '\n'.join(lines) + '\n'
 
 
