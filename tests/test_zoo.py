@@ -7,6 +7,7 @@ import http.server
 import threading
 
 import pytest
+from conftest import json_numbers
 
 from ptmjax import checkpoint as ckpt
 from ptmjax import cli, zoo
@@ -168,3 +169,24 @@ def test_models_lists_the_shipped_default_with_its_card(capsys):
   assert (folder / zoo.CARD_FILE).read_text().startswith(f'# {zoo.DEFAULT}')
   card = zoo.describe(folder)
   assert card['megabytes'] < 10 and card['summary']
+
+
+@pytest.mark.slow
+def test_shipped_card_numbers_come_from_the_study_code(real_tfds):
+  """The card's test metrics, recomputed from the shipped float16 weights with
+  `ptmjax.studies.ship.evaluate` (the stage comparison's statistics) on the YAAM test split
+  built from ../shared: the same numbers (~6 min on 2 cores)."""
+  import json
+
+  from ptmjax.studies import ship
+
+  folder = _shipped_or_fail()
+  card = json.loads((folder / zoo.CARD_DATA).read_text())
+  ev = ship.evaluate(folder, real_tfds[0], card['bootstrap'])
+  ev['run_info'] = {}
+  again = ship.card_data(ev, folder.name)
+  assert again['split'] == card['split']
+  got = json_numbers(json.loads(json.dumps({'t': again['test'], 'h': again['thresholds']})))
+  want = json_numbers({'t': card['test'], 'h': card['thresholds']})
+  assert got.keys() == want.keys()
+  assert got == pytest.approx(want, nan_ok=True)
