@@ -274,8 +274,7 @@ def _stage1_gate(info):
 
 def _setup(config, results, info, command, wall_s, training_s, ci_words):
   """The command, revision, seeds, data and filters of the study."""
-  lines = []
-  lines += [
+  lines = [
     '## Set-up',
     '',
     f'- Command: `{command}`',

@@ -340,8 +340,7 @@ def _card_results(data) -> list[str]:
 
 def _card_thresholds(data) -> list[str]:
   """What a call at each stored threshold means."""
-  lines = []
-  lines += [
+  lines = [
     '',
     '## Thresholds: what a call means',
     '',
@@ -364,8 +363,7 @@ def _card_thresholds(data) -> list[str]:
 
 def _card_use(command) -> list[str]:
   """Intended use and limits, how to reproduce, what to cite."""
-  lines = []
-  lines += [
+  lines = [
     '',
     'Annotated means reported in YAAM: an unannotated residue is not known to be '
     'unmodified (most sites come from mass-spectrometry surveys with incomplete coverage), '
