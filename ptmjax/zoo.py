@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import zipfile
 
+from ptmjax import paths
 from ptmjax.errors import ModelFolderError, UsageError
 from ptmjax.run_dir import COMPACT_PARAMS, MODEL_FILE, PARAMS
 
@@ -118,6 +119,11 @@ def resolve(spec: str | None = None, *, sha: str | None = None, announce=None) -
         '`ptmjax models --pack` prints it for a folder you publish'
       )
     return _fetch(url, sha)
+  if paths.is_url(spec):
+    # gs:// model folders are read in place (checkpoint.resolve_model_dir); any other
+    # scheme gets the one message every setting gives for it.
+    paths.require_supported(spec, '--model')
+    return paths.as_path(spec, '--model')
   path = pathlib.Path(spec)
   if path.is_file() and spec.endswith(ARCHIVES):
     digest = sha256(path)
