@@ -206,3 +206,23 @@ def test_a_finished_quickstart_with_other_settings_is_refused(quickstart_dir, tm
   err = capsys.readouterr().err
   assert code == 2 and 'other settings (' in err and 'optim.lr: ' in err and 'Traceback' not in err
   assert (workdir / 'compare_config.json').read_text() == before
+
+
+@pytest.mark.slow  # a whole shrunk study (3 to 4 minutes on 2 cores)
+def test_the_joint_arm_trains_on_both_datasets_and_is_reported_against_single(tmp_path):
+  """Issue 25's joint arm: YAAM-like and ptmDB-like data in one stage from the initial
+  weights, evaluated on the target, in the report's arms and paired differences."""
+  joint = [f'--config.joint.{k}' for k in ('optim.total_steps=4', 'optim.warmup_steps=1',
+                                          'eval.every_steps=2', 'log_every_steps=2')]  # fmt: skip
+  args = ['compare', '--config', 'compare:quickstart', '--workdir', str(tmp_path), *QUICK,
+          *joint, "--config.arms=('single','two','joint')"]  # fmt: skip
+  assert cli.main(args) == 0
+  info = json.loads((tmp_path / 'seed0' / 'joint' / 'run_info.json').read_text())
+  # (Synthetic data: the joint stage generates its source part at its own size, 500.)
+  assert info['data']['sources'] == {'synthetic/target:train': 400, 'synthetic/source:train': 400}
+  assert info['data']['main_repeat'] == 2 and info['data']['proteins'] == 2 * 400 + 400
+  results = json.loads((tmp_path / 'report' / 'results.json').read_text())
+  phos = results['results']['phosphorylation']['views']['pooled']
+  assert {'single', 'two', 'joint'} <= set(phos['arms']) and 'two_nolys' not in phos['arms']
+  assert {'joint-single', 'joint-two', 'joint-logreg'} <= set(phos['differences'])
+  assert 'joint (YAAM and ptmDB in one stage)' in (tmp_path / 'report' / 'report.md').read_text()

@@ -265,3 +265,29 @@ def test_freeze_then_unfreeze_trains_in_the_trainer(tmp_path):
   assert largest_change('ptm_head', two) > 1e-4  # while the head trained
   assert largest_change('encoder', four) > 1e-4  # unfrozen after step 2
   assert ckpt.read_meta(tmp_path / 'final')['info']['step'] in (2, 4)
+
+
+def test_joint_data_keeps_the_main_taxa_and_repeats_the_main_dataset():
+  """The joint arm's data (issue 25): `extra_exclude_taxa` drops taxa from the extra
+  datasets only (the main dataset's proteins stay), `main_repeat` gives the mixing ratio."""
+  c = synthetic.get_config('test')
+  main, _ = sources.training_examples(c.data)
+  c.data.extra = ('synthetic/source:train',)
+  mixed, _ = sources.training_examples(c.data)
+  source = len(synth.splits(60, 0, 'source', 'SRC')['train'])
+  assert len(main) > 0 and source > 0 and len(mixed) == len(main) + source
+  c.data.main_repeat = 3
+  joint, info = sources.training_examples(c.data)
+  assert len(joint) == 3 * len(main) + source and info['main_repeat'] == 3
+  ids = [sources.text(ex['id']) for ex in joint]
+  assert all(ids.count(sources.text(ex['id'])) == 3 for ex in main)
+  assert not any('_main' in ex for ex in joint)
+  # The extra part's taxon (-1) goes; the main dataset's own (559292) is listed too and
+  # stays: only the extra parts are filtered.
+  c.data.extra_exclude_taxa = (-1, 559292)
+  joint, info = sources.training_examples(c.data)
+  assert len(joint) == 3 * len(main)
+  assert info['extra_taxa_removed'] == {'synthetic/source:train': source}
+  c.data.main_repeat = 0
+  with pytest.raises(UsageError, match='main_repeat=0'):
+    configs.validate(c)

@@ -115,7 +115,7 @@ def validate(config, spec: str = '') -> None:
   sections where present: a study's stage configs are checked as stages."""
   from ptmjax.errors import UsageError
 
-  for name in ('stage0', 'stage1', 'stage2', 'single', 'count'):
+  for name in ('stage0', 'stage1', 'stage2', 'single', 'joint', 'count'):
     if name in config and 'optim' in config[name]:
       validate(config[name], f'{spec} {name}')
   if 'optim' not in config or 'data' not in config:
@@ -137,6 +137,8 @@ def validate(config, spec: str = '') -> None:
   if d.batch_size < 1:
     problems.append(f'data.batch_size={d.batch_size}: must be >= 1')
   # A window holds the special tokens (one or two) and at least one residue.
+  if d.get('main_repeat', 1) < 1:
+    problems.append(f'data.main_repeat={d.main_repeat}: must be >= 1')
   if d.max_len < 3:
     problems.append(f'data.max_len={d.max_len}: must be >= 3 (special tokens + a residue)')
   if problems:

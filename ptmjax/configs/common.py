@@ -38,6 +38,8 @@ def base() -> ml_collections.ConfigDict:
   # 'auto': derived from the training labels; or e.g. 'phosphorylation=STY,acetylation=K'
   c.data.candidates = 'auto'
   c.data.extra = ()  # more training data: ('ptmdb/all:train', 'yaam:unlabeled', ...)
+  c.data.extra_exclude_taxa = ()  # taxa dropped from `extra` only (a joint run's ptmDB part)
+  c.data.main_repeat = 1  # the main dataset k times per epoch: a joint run's mixing ratio
   c.data.exclude_homologs_of = ''  # e.g. 'yaam:validation+test': drop their homologs from training
 
   c.model = ml_collections.ConfigDict(
@@ -167,8 +169,10 @@ def resize(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.Conf
     c.log_every_steps = 50
   else:
     raise ValueError(f'unknown config arg {arg!r}: use one of {SIZES}')
-  if family == 'proteinbert':
-    use_proteinbert(c, arg)
+  # The transformer is the base config; another family rewrites its model section.
+  family_setup = {'proteinbert': use_proteinbert}
+  if family in family_setup:
+    family_setup[family](c, arg)
   return c
 
 

@@ -296,9 +296,21 @@ def training_examples(data_cfg) -> tuple[list, dict]:
   Returns:
     (examples, info) where info counts proteins per source and those removed.
   """
-  specs = [main_spec(data_cfg, data_cfg.train_split), *data_cfg.get('extra', ())]
+  main = main_spec(data_cfg, data_cfg.train_split)
+  specs = [main, *data_cfg.get('extra', ())]
   parts = {spec: examples(data_cfg, spec) for spec in specs}
   info = {'sources': {k: len(v) for k, v in parts.items()}}
+  # Taxa dropped from the extra datasets only: a joint run on YAAM plus ptmDB keeps its
+  # yeast target and drops ptmDB's S. cerevisiae entries (which contradict YAAM).
+  extra_taxa = {int(t) for t in data_cfg.get('extra_exclude_taxa', ())}
+  if extra_taxa:
+    for spec in specs[1:]:
+      kept = [ex for ex in parts[spec] if int(ex['taxon_id']) not in extra_taxa]
+      info.setdefault('extra_taxa_removed', {})[spec] = len(parts[spec]) - len(kept)
+      parts[spec] = kept
+  for part in parts.values():  # which source each protein came from (main_repeat)
+    for ex in part:
+      ex['_main'] = part is parts[main]
   train = [ex for part in parts.values() for ex in part]
   taxa = {int(t) for t in data_cfg.get('exclude_taxa', ())}
   if taxa:
@@ -322,5 +334,14 @@ def training_examples(data_cfg) -> tuple[list, dict]:
     info['homologs_found'] = counts  # per search direction (both ways: issue 25)
     info['homologs_of'] = exclude
     log.info('removed %d training proteins homologous to %s', len(removed), exclude)
+  # The mixing ratio of a joint run: the main dataset's proteins k times per epoch.
+  repeat = int(data_cfg.get('main_repeat', 1))
+  if repeat < 1:
+    raise ValueError(f'data.main_repeat must be >= 1, not {repeat}')
+  if repeat > 1:
+    train = train + [ex for ex in train if ex.get('_main')] * (repeat - 1)
+    info['main_repeat'] = repeat
   info['proteins'] = len(train)
+  for ex in train:
+    ex.pop('_main', None)
   return train, info

@@ -118,18 +118,23 @@ ARMS = {
   'single': ('single', None),
   'two': ('stage2', 'stage1'),
   'two_nolys': ('stage2', 'stage1_nolys'),
+  # YAAM and ptmDB in one stage (configs/compare.py `joint`): source data without the
+  # sequence of fine-tuning.
+  'joint': ('joint', None),
 }
 ARM_STAGES = {arm: stage for arm, (stage, _) in ARMS.items()}
 # The stages whose checkpoints, patience and recipes follow `select_metric`.
-SELECTING_STAGES = ('stage1', 'stage2', 'single')
+SELECTING_STAGES = ('stage1', 'stage2', 'single', 'joint')
 LYSINE_CHANNELS = ('ubiquitination', 'acetylation', 'succinylation', 'sumoylation', 'methylation')
 
 
 def arms_of(config) -> list[str]:
   arms = list(config.get('arms', ('single', 'two')))
   unknown = [a for a in arms if a not in ARMS]
-  if unknown or 'single' not in arms:
-    raise UsageError(f'arms {arms}: each one of {list(ARMS)}, and single among them')
+  # Single and two are the study's question (the stage-1 gate and the transfer curve
+  # need both); the other arms are added to them.
+  if unknown or not {'single', 'two'} <= set(arms):
+    raise UsageError(f'arms {arms}: each one of {list(ARMS)}, single and two among them')
   return arms
 
 
@@ -341,7 +346,7 @@ def representations(config, workdir, models: dict, val, test, candidates, channe
   return out
 
 
-PROBED = ('stage1', 'stage1_nolys', 'single', 'two', 'two_nolys')
+PROBED = ('stage1', 'stage1_nolys', 'single', 'two', 'two_nolys', 'joint')
 
 
 def stage1_check(config, workdir: pathlib.Path, stage1: dict) -> dict:
@@ -660,7 +665,10 @@ def run_summaries(models: dict) -> dict:
 # --- entry points ------------------------------------------------------------------------
 def quickstart_config(family: str = 'transformer') -> str:
   """The named config `ptmjax quickstart --family FAMILY` runs."""
-  return 'compare:quickstart' + ('' if family == 'transformer' else f'-{family}')
+  names = {'transformer': 'compare:quickstart', 'proteinbert': 'compare:quickstart-proteinbert'}
+  if family not in names:
+    raise UsageError(f'--family {family!r}: use one of {", ".join(names)}')
+  return names[family]
 
 
 def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Path:

@@ -24,10 +24,11 @@ ARM_LABELS = {
   'single': 'single-stage (YAAM only)',
   'two': 'two-stage (ptmDB, then YAAM)',
   'two_nolys': 'two-stage, lysine channels masked in stage 1',
+  'joint': 'joint (YAAM and ptmDB in one stage)',
   'count': 'count pre-task, then YAAM',
 }
 BASELINES = ('identity', 'composition', 'logreg', 'window_composition')
-MODELS = ('single', 'two', 'two_nolys', 'count')
+MODELS = ('single', 'two', 'two_nolys', 'joint', 'count')
 # Model-minus-baseline differences reported for every model arm.
 AGAINST = ('logreg', 'window_composition', 'composition')
 
@@ -122,6 +123,7 @@ def _pair_differences(arms: dict, hier: dict, prot: dict) -> dict:
   joint-bootstrap and test-only intervals, and the share of resamples it is ahead."""
   out = {}
   pairs = [('two', 'single'), ('two_nolys', 'single'), ('two_nolys', 'two')]
+  pairs += [('joint', 'single'), ('joint', 'two')]
   pairs += [('count', 'single')]
   pairs += [(m, b) for m in MODELS for b in AGAINST]
   for arm, ref in pairs:
@@ -360,6 +362,7 @@ PROBE_LABELS = {
   'single': 'single-stage (YAAM)',
   'two': 'two-stage (ptmDB, then YAAM)',
   'two_nolys': 'two-stage, lysine channels masked in stage 1',
+  'joint': 'joint (YAAM and ptmDB in one stage)',
 }
 
 
