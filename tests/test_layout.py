@@ -135,6 +135,52 @@ def _all_imported_names():
         yield node.module
 
 
+def _code_strings_and_family_tests(path: pathlib.Path):
+  """(string constants outside docstrings, lines with `family ==` or `!=`) of a module."""
+  tree = ast.parse(path.read_text())
+  docs = {
+    id(n.body[0].value)
+    for n in ast.walk(tree)
+    if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
+  }  # fmt: skip
+  strings = {
+    n.value
+    for n in ast.walk(tree)
+    if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+  }
+
+  def is_family(x):
+    return (isinstance(x, ast.Attribute) and x.attr == 'family') or (
+      isinstance(x, ast.Name) and x.id == 'family'
+    )
+
+  family = [
+    n.lineno
+    for n in ast.walk(tree)
+    if isinstance(n, ast.Compare)
+    and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in n.ops)
+    and any(map(is_family, [n.left, *n.comparators]))
+  ]
+  return strings, family
+
+
+def test_run_folder_names_and_family_tests_stay_in_their_owners():
+  """Issue 26: the run-folder layout is `run_dir.RunDir`'s alone (no file name of it in
+  code elsewhere), and only `models/` tests an encoder's family (the rest asks
+  `PtmModel.traits`)."""
+  from ptmjax.run_dir import RunDir
+
+  names = set(RunDir.RECORD_FILES)
+  for path in sorted(PACKAGE.rglob('*.py')):
+    rel = path.relative_to(PACKAGE).as_posix()
+    strings, family = _code_strings_and_family_tests(path)
+    if rel != 'run_dir.py':
+      assert not strings & names, f'{rel}: run-folder names {sorted(strings & names)}'
+    if not rel.startswith('models/'):
+      assert not family, f'{rel}: tests the model family at lines {family}'
+
+
 @pytest.mark.parametrize('module', ['ptmjax.predict', 'ptmjax.embed', 'ptmjax.data.tokenizer'])
 def test_inference_modules_do_not_load_tfds(module):
   code = f"import {module}, sys; assert 'tensorflow_datasets' not in sys.modules, 'tfds loaded'"

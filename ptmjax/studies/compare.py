@@ -686,7 +686,7 @@ def quickstart(workdir, overrides=(), family: str = 'transformer') -> pathlib.Pa
     'ptmjax/data/synthetic.py): stage 1 on a multi-organism-like source, stage 2 on a '
     f'yeast-like target, against single-stage and baselines -> {workdir}'
   )
-  flag = [f'--family {family}'] if family != 'transformer' else []
+  flag = {'transformer': []}.get(family, [f'--family {family}'])  # the default needs no flag
   path = run(
     config, workdir, ' '.join(['ptmjax quickstart', f'--workdir {workdir}', *flag, *overrides])
   )
