@@ -20,6 +20,23 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 
 
 @dataclasses.dataclass(frozen=True)
+class Traits:
+  """What code outside `models/` may know of an encoder family, so that the train
+  step, inference and embed ask the model instead of testing its family."""
+
+  # The MLM corruption: 'replace' (ProteinBERT: random tokens of the whole vocabulary,
+  # the loss on every real token) or 'mask' (BERT: 80/10/10 on chosen residues).
+  corruption: str
+  # No position embeddings and a cost linear in length: a protein is read whole
+  # rather than in `max_len` windows.
+  whole_sequences: bool
+  # Per-protein outputs besides 'hidden' ('pooled': ProteinBERT's global track).
+  protein_outputs: tuple[str, ...]
+  # The original's padding mode (`padding='reference'`, `ptmjax embed --pad-to`).
+  reference_padding: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Encoder and heads. Defaults are an ESM-2-8M-sized encoder with ESM's vocabulary.
 

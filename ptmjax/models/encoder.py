@@ -23,7 +23,8 @@ from flax import nnx
 
 from ptmjax import sharding as shd
 from ptmjax.models.attention import MASK_VALUE, Attention
-from ptmjax.models.config import ModelConfig
+from ptmjax.models.config import ModelConfig, Traits
+from ptmjax.models.heads import MlmHead, segment_mean
 from ptmjax.models.layers import INIT, Mlp, default_segments, layer_norm, segment_positions
 
 # ESM was trained masking 15 % of tokens, 80 % of those with <mask>; its
@@ -156,3 +157,36 @@ class Encoder(nnx.Module):
     if self.final_norm is not None:
       x = self.final_norm(x)
     return x
+
+
+# --- the family interface (ptmjax.models.model.FAMILIES) ------------------------------
+Model = Encoder
+# BERT's 80/10/10 masking; positions, so long proteins go in `max_len` windows.
+TRAITS = Traits(
+  corruption='mask', whole_sequences=False, protein_outputs=(), reference_padding=False
+)
+
+
+def lm_head(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+  return MlmHead(cfg, rngs)
+
+
+def extra_heads(cfg: ModelConfig, rngs: nnx.Rngs) -> dict:
+  return {}
+
+
+def outputs(model, tokens, segment_ids, positions, heads, num_segments, annotations) -> dict:
+  """`PtmModel.__call__` for a transformer: the count head reads the mean of each
+  protein's residue vectors; the LM head is tied to the token embedding."""
+  if 'annotations' in heads:
+    raise ValueError("the 'annotations' head is ProteinBERT's")
+  hidden = model.encoder(tokens, segment_ids, positions)
+  out = {'hidden': hidden}
+  if 'ptm' in heads:
+    out['ptm'] = model.ptm_head(hidden, segment_ids)
+  if 'count' in heads:
+    mask = model.residue_mask(tokens, segment_ids)
+    out['count'] = model.count_head(segment_mean(hidden, segment_ids, mask, num_segments))
+  if 'mlm' in heads:
+    out['mlm'] = model.mlm_head(hidden, model.encoder.token_embed)
+  return out

@@ -6,43 +6,26 @@ moves them onto residues (residue i is token i + 1, after <cls>).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from ptmjax.models.config import ModelConfig
-from ptmjax.models.encoder import Encoder
-from ptmjax.models.heads import CountHead, MlmHead, PtmHead, segment_mean
+from ptmjax.models import encoder, proteinbert
+from ptmjax.models.config import ModelConfig, Traits
+from ptmjax.models.heads import CountHead, PtmHead
 from ptmjax.models.layers import default_segments
-from ptmjax.models.proteinbert import AnnotationHead, LmHead, ProteinBertEncoder
 
 HEADS = ('ptm', 'count', 'mlm', 'annotations')
 
 
-@dataclasses.dataclass(frozen=True)
-class Traits:
-  """What code outside `models/` may know of an encoder family, so that the train
-  step, inference and embed ask the model instead of testing its family."""
-
-  # The MLM corruption: 'replace' (ProteinBERT: random tokens of the whole vocabulary,
-  # the loss on every real token) or 'mask' (BERT: 80/10/10 on chosen residues).
-  corruption: str
-  # No position embeddings and a cost linear in length: a protein is read whole
-  # rather than in `max_len` windows.
-  whole_sequences: bool
-  # Per-protein outputs besides 'hidden' ('pooled': ProteinBERT's global track).
-  protein_outputs: tuple[str, ...]
-  # The original's padding mode (`padding='reference'`, `ptmjax embed --pad-to`).
-  reference_padding: bool
-
-
-TRAITS = {
-  'transformer': Traits('mask', False, (), False),
-  'proteinbert': Traits('replace', True, ('pooled',), True),
-}
+# Each encoder family is a module with one interface: `Model` (the encoder), `TRAITS`,
+# `lm_head(cfg, rngs)`, `extra_heads(cfg, rngs)` and `outputs(model, ...)` (its forward
+# through the heads). Nothing outside `models/` tests a family. Published weights come
+# in through each family's importer, a layer above this one (it builds a PtmModel):
+# `hf_import.convert` (ESM-2 / ProtBert) and `proteinbert_import.convert`.
+FAMILIES = {'transformer': encoder, 'proteinbert': proteinbert}
+TRAITS = {name: family.TRAITS for name, family in FAMILIES.items()}
 
 
 class PtmModel(nnx.Module):
@@ -56,14 +39,15 @@ class PtmModel(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     # Creation order is the order of the random initialisation stream: encoder, PTM,
-    # count, LM head, as before the ProteinBERT family, so a seed gives the same model.
-    pb = cfg.family == 'proteinbert'
-    self.encoder = ProteinBertEncoder(cfg, rngs=rngs) if pb else Encoder(cfg, rngs=rngs)
+    # count, LM head, then a family's own heads, as before the family modules, so a
+    # seed gives the same model.
+    family = FAMILIES[cfg.family]
+    self.encoder = family.Model(cfg, rngs=rngs)
     self.ptm_head = PtmHead(cfg, rngs)
     self.count_head = CountHead(cfg, rngs)
-    self.mlm_head = LmHead(cfg, rngs=rngs) if pb else MlmHead(cfg, rngs)
-    if pb:
-      self.annotation_head = AnnotationHead(cfg, rngs=rngs)
+    self.mlm_head = family.lm_head(cfg, rngs)
+    for name, head in family.extra_heads(cfg, rngs).items():
+      setattr(self, name, head)
 
   @property
   def traits(self) -> Traits:
@@ -107,39 +91,9 @@ class PtmModel(nnx.Module):
       raise ValueError(f'unknown heads {sorted(unknown)}; choose from {HEADS}')
     if segment_ids is None:
       segment_ids = default_segments(tokens, self.cfg.pad_id)
-    if self.cfg.family == 'proteinbert':
-      return self._proteinbert(tokens, segment_ids, heads, num_segments, annotations)
-    hidden = self.encoder(tokens, segment_ids, positions)
-    out = {'hidden': hidden}
-    if 'ptm' in heads:
-      out['ptm'] = self.ptm_head(hidden, segment_ids)
-    if 'count' in heads:
-      pooled = segment_mean(
-        hidden, segment_ids, self.residue_mask(tokens, segment_ids), num_segments
-      )
-      out['count'] = self.count_head(pooled)
-    if 'mlm' in heads:
-      out['mlm'] = self.mlm_head(hidden, self.encoder.token_embed)
-    if 'annotations' in heads:
-      raise ValueError("the 'annotations' head is ProteinBERT's")
-    return out
-
-  def _proteinbert(self, tokens, segment_ids, heads, num_segments, annotations):
-    hidden, pooled = self.encoder(
-      tokens, segment_ids, num_segments=num_segments, annotations=annotations
+    return FAMILIES[self.cfg.family].outputs(
+      self, tokens, segment_ids, positions, heads, num_segments, annotations
     )
-    out = {'hidden': hidden, 'pooled': pooled}
-    if self.cfg.padding == 'reference':  # the whole row, padding included, is the protein
-      segment_ids = jnp.ones_like(tokens)
-    if 'ptm' in heads:
-      out['ptm'] = self.ptm_head(hidden, segment_ids)
-    if 'count' in heads:
-      out['count'] = self.count_head(pooled)
-    if 'mlm' in heads:
-      out['mlm'] = self.mlm_head(hidden)
-    if 'annotations' in heads:
-      out['annotations'] = self.annotation_head(pooled)
-    return out
 
 
 def create_model(cfg: ModelConfig, seed: int = 0) -> PtmModel:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ptmjax import sharding as shd
-from ptmjax.models.config import ACTIVATIONS, ModelConfig
+from ptmjax.models.config import ACTIVATIONS, ModelConfig, Traits
 from ptmjax.models.layers import INIT, Dense, default_segments, layer_norm
 
 # Local width shards like a transformer's model width, the global width like its MLP.
@@ -243,3 +243,40 @@ class AnnotationHead(nnx.Module):
 
   def __call__(self, glob):
     return self.out(glob).astype(jnp.float32)
+
+
+# --- the family interface (ptmjax.models.model.FAMILIES) ------------------------------
+Model = ProteinBertEncoder
+# Random replacement over the whole vocabulary (the original's pretraining); no
+# positions, so a protein is read whole; the global track is a per-protein output.
+TRAITS = Traits(
+  corruption='replace', whole_sequences=True, protein_outputs=('pooled',), reference_padding=True
+)
+
+
+def lm_head(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+  return LmHead(cfg, rngs=rngs)
+
+
+def extra_heads(cfg: ModelConfig, rngs: nnx.Rngs) -> dict:
+  return {'annotation_head': AnnotationHead(cfg, rngs=rngs)}
+
+
+def outputs(model, tokens, segment_ids, positions, heads, num_segments, annotations) -> dict:
+  """`PtmModel.__call__` for ProteinBERT: the count and annotation heads read the global
+  track ('pooled'); no positions."""
+  hidden, pooled = model.encoder(
+    tokens, segment_ids, num_segments=num_segments, annotations=annotations
+  )
+  out = {'hidden': hidden, 'pooled': pooled}
+  if model.cfg.padding == 'reference':  # the whole row, padding included, is the protein
+    segment_ids = jnp.ones_like(tokens)
+  if 'ptm' in heads:
+    out['ptm'] = model.ptm_head(hidden, segment_ids)
+  if 'count' in heads:
+    out['count'] = model.count_head(pooled)
+  if 'mlm' in heads:
+    out['mlm'] = model.mlm_head(hidden)
+  if 'annotations' in heads:
+    out['annotations'] = model.annotation_head(pooled)
+  return out
