@@ -61,12 +61,45 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs the suite in one process
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pyproject's addopts): one worker a core, at most 4. Each worker is a JAX
+  process with 8 fake devices; more than 4 cost memory and gain little here."""
+  return max(1, min(os.cpu_count() or 1, 4))
+
+
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+  """A folder `build(folder)` fills once for the whole run: with pytest-xdist the
+  workers share it (the first builds under a file lock, the others wait and reuse it),
+  so a session fixture such as the real-data build is not paid once per worker."""
+  if not os.environ.get('PYTEST_XDIST_WORKER'):
+    folder = tmp_path_factory.mktemp(name)
+    build(folder)
+    return folder
+  import filelock
+
+  folder = tmp_path_factory.getbasetemp().parent / name  # the run's root, shared by workers
+  with filelock.FileLock(f'{folder}.lock'):
+    done = folder.with_name(f'{name}.done')
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)  # a half-built one from a failed worker
+      folder.mkdir()
+      build(folder)
+      done.touch()
+  return folder
+
+
 @pytest.fixture(scope='session')
 def real_tfds(shared_data, tmp_path_factory):
   """YAAM and ptmDB/all built once from the real shared files: (data_dir, yaam, ptmdb builders)."""
   from ptmjax.data import sources
 
-  data_dir = tmp_path_factory.mktemp('tfds')
+  def build(data_dir):
+    sources.build('yaam', shared_data, data_dir)
+    sources.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
+
+  data_dir = built_once(tmp_path_factory, 'tfds', build)
+  # Built already: these reuse it (the inputs' checksums match its record).
   yaam = sources.build('yaam', shared_data, data_dir)
   ptmdb = sources.build('ptmdb', shared_data / 'multiorganism', data_dir, 'all')
   return data_dir, yaam, ptmdb
@@ -210,11 +243,12 @@ def quickstart_dir(tmp_path_factory):
   the reference the distributed and gs:// studies are compared with."""
   from ptmjax import cli
 
-  workdir = tmp_path_factory.mktemp('quickstart')
-  # With a study archive (tests/test_study_archive.py restores it elsewhere).
-  store = f'--config.archive_dir={workdir / "archive"}'
-  assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK, store]) == 0
-  return workdir
+  def build(workdir):
+    # With a study archive (tests/test_study_archive.py restores it elsewhere).
+    store = f'--config.archive_dir={workdir / "archive"}'
+    assert cli.main(['quickstart', '--workdir', str(workdir), *QUICK, store]) == 0
+
+  return built_once(tmp_path_factory, 'quickstart', build)
 
 
 def json_numbers(tree, path=''):

@@ -11,8 +11,15 @@ from ptmjax.data import pipeline
 from ptmjax.data import tokenizer as tok
 from ptmjax.models import num_params
 
+# Issue 26 (default suite time): inference stays in the default suite; the others are slow.
+_SLOW = pytest.mark.slow
 
-@pytest.mark.parametrize('name', ['train', 'packing', 'inference', 'scaling'])
+
+@pytest.mark.parametrize(
+  'name',
+  [pytest.param('train', marks=_SLOW), pytest.param('packing', marks=_SLOW), 'inference',
+   pytest.param('scaling', marks=_SLOW)],
+)  # fmt: skip
 def test_bench_smoke(name, tmp_path, shared_data):
   assert cli.main(['bench', name, '--smoke', '--out', str(tmp_path), '--data', str(shared_data)]
                   if name != 'scaling' else ['bench', name, '--smoke', '--out', str(tmp_path)]) == 0  # fmt: skip
@@ -69,6 +76,7 @@ def test_pad_mode_rows_are_one_protein_padded_to_max_len():
   assert (batch['segment_ids'] > 0).mean() == pytest.approx(expected)
 
 
+@pytest.mark.slow  # default suite time (issue 26): the packing unit test above stays
 def test_packing_reaches_95_percent_on_yaam(shared_data):
   """The issue's target, on the real YAAM lengths, at every window the configs use."""
   proteins = common.load_proteins('yaam', shared_data)
@@ -103,6 +111,7 @@ def test_flops_per_token_matches_parameter_count():
   assert scaling.device_counts(8) == [1, 2, 4, 8] and scaling.device_counts(6) == [1, 2, 4, 6]
 
 
+@pytest.mark.slow  # default suite time (issue 26): the inference smoke test stays
 def test_bench_proteinbert_smoke(tmp_path):
   """`ptmjax bench proteinbert --smoke` (ptmjax alone: no Keras environment in CI)."""
   assert cli.main(['bench', 'proteinbert', '--smoke', '--out', str(tmp_path)]) == 0

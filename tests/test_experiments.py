@@ -24,6 +24,8 @@ def _shrink(stage, steps=4):
   stage.progress = False
 
 
+@pytest.mark.slow  # default suite time (issue 26): two processes stay in the default
+# suite through tests/test_trainer.py's preempted two-process run
 def test_compare_on_two_processes_gives_the_one_process_numbers(quickstart_dir, tmp_path):
   """`ptmjax compare --coordinator-address ...` on two processes on 127.0.0.1 (4 CPU
   devices each, the 8 of the one-process run): every stage trains on both, both score,

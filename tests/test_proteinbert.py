@@ -43,7 +43,8 @@ def _pickle(name, path) -> tuple[dict, int]:
   return f, dilation
 
 
-@pytest.mark.parametrize('name', ['small', 'published'])
+# The published size is slow (issue 26: default suite time); 'small' has every layer kind.
+@pytest.mark.parametrize('name', ['small', pytest.param('published', marks=pytest.mark.slow)])
 def test_outputs_equal_the_keras_reference(name, tmp_path):
   """Token and annotation probabilities of `ptmjax convert-proteinbert`'s model equal the
   protein-bert package's Keras model with the same (random) weights, within 1e-5."""
@@ -236,7 +237,7 @@ def test_embed_pad_to_gives_the_keras_probabilities(tmp_path):
   assert np.abs(np.load(tmp_path / 'm.npz')['lm/P1'] - e['lm/P1']).max() > 1e-4
 
 
-@pytest.mark.parametrize('objective', ['ptm', 'pretrain'])
+@pytest.mark.parametrize('objective', ['ptm', pytest.param('pretrain', marks=pytest.mark.slow)])
 def test_trains_and_predicts_end_to_end(objective, tmp_path):
   """`ptmjax train` with a ProteinBERT encoder (packed rows), then `ptmjax predict` on a
   protein far longer than the training crops, whole."""
@@ -269,7 +270,7 @@ def test_trains_and_predicts_end_to_end(objective, tmp_path):
   assert len(lines) == 1 + len(long) + 6
 
 
-@pytest.mark.parametrize('name', ['small', 'published'])
+@pytest.mark.parametrize('name', ['small', pytest.param('published', marks=pytest.mark.slow)])
 def test_keras_pickle_to_ptmjax_and_back_gives_every_weight(name, tmp_path):
   """`export-keras` writes the package's layout back: the same arrays in the same
   order, and the written pickle converts to a model with the Keras reference outputs."""

@@ -126,6 +126,7 @@ def test_failed_trial_is_reported_not_fatal(tmp_path):
   assert 'failed' in (tmp_path / 'results.md').read_text()
 
 
+@pytest.mark.slow  # default suite time (issue 26): the sweep on synthetic data stays
 def test_cli_sweep_on_real_yaam(real_tfds, tmp_path):
   data_dir, _, _ = real_tfds
   rc = cli.main(['sweep', '--config', 'sweep:tiny', '--workdir',

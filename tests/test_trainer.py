@@ -262,6 +262,7 @@ def test_two_processes_preempted_on_one_host_resume_to_one_device(one_device_run
     np.testing.assert_allclose(x, y, atol=2e-5)
 
 
+@pytest.mark.slow  # default suite time (issue 26): explicit multi-process flags stay
 def test_a_slurm_step_joins_without_flags(one_device_run, tmp_path):
   """Two tasks of a SLURM step (its environment variables, no --coordinator flags): JAX's
   cluster detection joins them into one 8-device mesh; the one-device losses."""
