@@ -61,7 +61,7 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
-@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs the suite in one process
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown without it
 def pytest_xdist_auto_num_workers(config):
   """`-n auto` (pyproject's addopts): one worker a core, at most 4. Each worker is a JAX
   process with 8 fake devices; more than 4 cost memory and gain little here."""
