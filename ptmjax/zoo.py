@@ -120,9 +120,8 @@ def resolve(spec: str | None = None, *, sha: str | None = None, announce=None) -
       )
     return _fetch(url, sha)
   if paths.is_url(spec):
-    # gs:// model folders are read in place (checkpoint.resolve_model_dir); any other
-    # scheme gets the one message every setting gives for it.
-    paths.require_supported(spec, '--model')
+    # gs:// model folders are read in place (checkpoint.resolve_model_dir); `as_path`
+    # refuses any other scheme with the one message every setting gives for it.
     return paths.as_path(spec, '--model')
   path = pathlib.Path(spec)
   if path.is_file() and spec.endswith(ARCHIVES):

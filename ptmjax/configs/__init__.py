@@ -136,9 +136,9 @@ def validate(config, spec: str = '') -> None:
     problems.append(f'optim.grad_accum_steps={o.grad_accum_steps}: must be >= 1')
   if d.batch_size < 1:
     problems.append(f'data.batch_size={d.batch_size}: must be >= 1')
-  # A window holds the special tokens (one or two) and at least one residue.
   if d.get('main_repeat', 1) < 1:
     problems.append(f'data.main_repeat={d.main_repeat}: must be >= 1')
+  # A window holds the special tokens (one or two) and at least one residue.
   if d.max_len < 3:
     problems.append(f'data.max_len={d.max_len}: must be >= 3 (special tokens + a residue)')
   if problems:

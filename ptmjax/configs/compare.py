@@ -24,6 +24,7 @@ ProteinBERT encoder of that size instead of the transformer.
 import ml_collections
 
 from ptmjax.configs import pretrain, ptmdb, yaam
+from ptmjax.data import sources
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -133,16 +134,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.stage1.eval.max_proteins = 30
   elif size != 'full':
     raise ValueError(f'unknown size {size!r}: use tiny, small, full or quickstart')
-  c.joint.data.extra = (main_dataset(c.stage1),)
+  c.joint.data.extra = (sources.main_spec(c.stage1.data, c.stage1.data.train_split),)
   return c
-
-
-def main_dataset(stage: ml_collections.ConfigDict) -> str:
-  """The training split of a stage's own dataset, as a `data.extra` spec (e.g.
-  'ptmdb/all:train'; `ptmjax.data.sources.main_spec`, which configs do not import)."""
-  d = stage.data
-  sub = d.config or (d.synthetic.variant if d.name == 'synthetic' else '')
-  return f'{d.name}{"/" + sub if sub else ""}:{d.train_split}'
 
 
 def recipe(c: ml_collections.ConfigDict, size: str) -> None:

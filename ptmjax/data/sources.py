@@ -308,9 +308,7 @@ def training_examples(data_cfg) -> tuple[list, dict]:
       kept = [ex for ex in parts[spec] if int(ex['taxon_id']) not in extra_taxa]
       info.setdefault('extra_taxa_removed', {})[spec] = len(parts[spec]) - len(kept)
       parts[spec] = kept
-  for part in parts.values():  # which source each protein came from (main_repeat)
-    for ex in part:
-      ex['_main'] = part is parts[main]
+  main_ids = {id(ex) for ex in parts[main]}  # the filters below keep the same dicts
   train = [ex for part in parts.values() for ex in part]
   taxa = {int(t) for t in data_cfg.get('exclude_taxa', ())}
   if taxa:
@@ -339,9 +337,7 @@ def training_examples(data_cfg) -> tuple[list, dict]:
   if repeat < 1:
     raise ValueError(f'data.main_repeat must be >= 1, not {repeat}')
   if repeat > 1:
-    train = train + [ex for ex in train if ex.get('_main')] * (repeat - 1)
+    train = train + [ex for ex in train if id(ex) in main_ids] * (repeat - 1)
     info['main_repeat'] = repeat
   info['proteins'] = len(train)
-  for ex in train:
-    ex.pop('_main', None)
   return train, info
