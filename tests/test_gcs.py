@@ -98,6 +98,7 @@ def local_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # ~1 min (issue 26): local preemption stays in the default suite
 def test_gs_workdir_preempted_and_resumed_equals_the_local_run(gcs, local_run, tmp_path):
   fs = _fs()
   workdir = f'gs://{BUCKET}/runs/synthetic'

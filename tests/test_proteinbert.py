@@ -129,7 +129,7 @@ def test_masked_padding_never_changes_a_proteins_outputs():
   model, t = _small_model('masked')
   heads = ('ptm', 'mlm', 'count')
   alone = [model(jnp.asarray(t.batch([s])[0]), heads=heads) for s in SEQS]
-  for length in (32, 64, 100):
+  for length in (32, 100):  # each new length compiles every op again (eager)
     batch = model(jnp.asarray(t.batch(SEQS, length)[0]), heads=heads)
     for i, (s, a) in enumerate(zip(SEQS, alone, strict=True)):
       n = len(s) + 2
