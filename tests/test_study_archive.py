@@ -89,3 +89,24 @@ def test_compact_scores_keep_every_entry_a_study_reads():
     assert len(a[2]) > 0
   with pytest.raises(UsageError, match='dataset differs'):
     archive.expand(archive.compact(scores, mask)[:-1], mask)
+
+
+def test_a_leftover_transfer_run_outside_transfer_seeds_does_not_block_the_seed(
+  archived, tmp_path
+):
+  root, _ = archived
+  work = tmp_path / 'work'
+  shutil.copytree(root / 'seed0', work / 'seed0', ignore=shutil.ignore_patterns('checkpoints'))
+  # An earlier sitting with other transfer.seeds started this run and never finished it.
+  leftover = work / 'transfer' / 'fraction0.25' / 'seed0' / 'single'
+  leftover.mkdir(parents=True)
+  (leftover / 'config.json').write_text('{}')
+  kwargs = dict(init_sha256='0' * 64, score_files={}, probe_files=[], flats={},
+                data_digests={}, channels=['phosphorylation'])  # fmt: skip
+  target = archive.export_seed(tmp_path / 'store', work, 0, transfer=False, **kwargs)
+  listed = {e['run'] for e in json.loads((target / archive.MANIFEST).read_text())['runs']}
+  assert {'seed0/stage1', 'seed0/single', 'seed0/two'} <= listed
+  assert not [r for r in listed if r.startswith('transfer/')]
+  # A seed whose transfer runs the study uses still waits for them.
+  with pytest.raises(UsageError, match='is not finished: seed 0 cannot be archived yet'):
+    archive.export_seed(tmp_path / 'store2', work, 0, transfer=True, **kwargs)

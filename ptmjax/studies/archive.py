@@ -75,15 +75,20 @@ def expand(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return out
 
 
-def _run_dirs(workdir: pathlib.Path, seed: int) -> list[pathlib.Path]:
-  """Every training run of `seed`: below WORKDIR/seedK, and the transfer runs of seedK."""
-  roots = [workdir / f'seed{seed}', *sorted(workdir.glob(f'transfer/*/seed{seed}'))]
+def _run_dirs(workdir: pathlib.Path, seed: int, transfer: bool) -> list[pathlib.Path]:
+  """Every training run of `seed` below WORKDIR/seedK, and with `transfer` its transfer
+  runs. Without it, transfer runs of seedK are left out: an earlier sitting with other
+  `transfer.seeds` may have started some, and this study does not use them."""
+  roots = [workdir / f'seed{seed}']
+  if transfer:
+    roots += sorted(workdir.glob(f'transfer/*/seed{seed}'))
   return sorted({f.parent for root in roots if root.exists() for f in root.rglob(RunDir.CONFIG)})
 
 
 def export_seed(
   archive: pathlib.Path, workdir: pathlib.Path, seed: int, *, init_sha256: str,
   score_files: dict, probe_files: list, flats: dict, data_digests: dict, channels,
+  transfer: bool = True,
 ) -> pathlib.Path:  # fmt: skip
   """Copies seed `seed`'s runs (every one finished) into ARCHIVE/seedK, replacing an
   earlier export of it; returns the seed's folder.
@@ -94,6 +99,7 @@ def export_seed(
     probe_files: representation cache files of the seed's models.
     flats / data_digests: {split: report.Flat / data digest} the scores are of.
     channels: the channels whose candidate scores are kept.
+    transfer: whether the seed's transfer-curve runs are part of the study.
   """
   if not runs.is_primary():
     return archive / f'seed{seed}'
@@ -103,7 +109,9 @@ def export_seed(
   if tmp.exists():
     shutil.rmtree(tmp)
   listed = []
-  for run in _run_dirs(workdir, seed):
+  if not transfer and list(workdir.glob(f'transfer/*/seed{seed}')):
+    log.info('seed %d: its transfer runs are not in transfer.seeds and are not archived', seed)
+  for run in _run_dirs(workdir, seed, transfer):
     if not runs.is_finished(run):
       raise UsageError(f'{run} is not finished: seed {seed} cannot be archived yet')
     rel = run.relative_to(workdir)

@@ -553,7 +553,7 @@ def seed_archiver(config, workdir, init, splits: dict, flats: dict, digests: dic
     archive.export_seed(
       store, workdir, seed, init_sha256=model_digest(init), score_files=files,
       probe_files=probes, flats=flats, data_digests=digests,
-      channels=sorted({*mods, *config.report.channels}),
+      channels=sorted({*mods, *config.report.channels}), transfer=bool(seed_transfer),
     )  # fmt: skip
 
   return finish_seed
