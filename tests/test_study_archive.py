@@ -91,9 +91,7 @@ def test_compact_scores_keep_every_entry_a_study_reads():
     archive.expand(archive.compact(scores, mask)[:-1], mask)
 
 
-def test_a_leftover_transfer_run_outside_transfer_seeds_does_not_block_the_seed(
-  archived, tmp_path
-):
+def test_a_leftover_transfer_run_outside_transfer_seeds_does_not_block_the_seed(archived, tmp_path):
   root, _ = archived
   work = tmp_path / 'work'
   shutil.copytree(root / 'seed0', work / 'seed0', ignore=shutil.ignore_patterns('checkpoints'))
