@@ -65,6 +65,49 @@ def test_restore_refuses_a_seed_trained_from_other_initial_weights(archived, tmp
     compare.run(_config(copy), tmp_path / 'third')
 
 
+def test_a_seed_from_accepted_other_initial_weights_is_restored_and_named(archived, tmp_path):
+  """Stage 0 retrained on another machine kind rounds differently (issue 25): its seeds
+  are taken when their digest is accepted, and the report says which seed came from which."""
+  root, store = archived
+  copy = tmp_path / 'archive'
+  shutil.copytree(store, copy)
+  manifest = copy / 'seed0' / archive.MANIFEST
+  data = json.loads(manifest.read_text())
+  data['init_sha256'] = 'ab' * 32
+  manifest.write_text(json.dumps(data))
+  config = _config(copy)
+  config.archive_accept_inits = ('ab' * 8,)
+  compare.run(config, tmp_path / 'fourth')
+  out = json.loads((tmp_path / 'fourth' / 'report' / 'results.json').read_text())
+  assert out['info']['seed_inits'] == {'0': 'ab' * 8}
+  first = json.loads((root / 'report' / 'results.json').read_text())
+  assert out['results'] == first['results']
+  text = (tmp_path / 'fourth' / 'report' / 'report.md').read_text()
+  assert f'seeds 0: `{"ab" * 8}`' in text
+  config.archive_accept_inits = ('ab' * 4,)  # a prefix too short to name weights
+  with pytest.raises(UsageError, match='archive_accept_inits=abababab'):
+    compare.run(config, tmp_path / 'fifth')
+
+
+def test_stage0_travels_with_its_weights_and_is_restored_not_retrained(archived, tmp_path):
+  root, _ = archived
+  run = tmp_path / 'first' / 'stage0'  # a finished stage-0 run folder
+  shutil.copytree(root / 'init', run / 'final')
+  for name in ('config.json', 'run_info.json', 'metrics.jsonl'):
+    (run / name).write_text('{}\n')
+  store = tmp_path / 'store'
+  archive.export_init(store, run)
+  assert (store / archive.INIT_DIR / 'final' / 'params').is_dir()
+  again = tmp_path / 'second' / 'stage0'
+  (again / 'checkpoints').mkdir(parents=True)  # an unfinished stage 0 of this sitting
+  assert archive.restore_init(store, again)
+  assert compare.model_digest(again / 'final') == compare.model_digest(root / 'init')
+  assert not (again / 'checkpoints').exists()
+  assert (again / 'config.json').read_text() == '{}\n'
+  assert not archive.restore_init(store, again)  # finished: left as it is
+  assert not archive.restore_init(tmp_path / 'empty', tmp_path / 'third' / 'stage0')
+
+
 def test_a_weightless_model_folder_is_a_clear_error(archived, tmp_path):
   _, store = archived
   folder = store / 'seed0' / 'runs' / 'seed0' / 'single' / 'final'

@@ -11,9 +11,14 @@ then finds those runs finished (their settings are checked against the study's, 
 any finished run: `trainer.check_identity`) and their scores cached (`score_models`), and
 computes the report from them exactly as from the live runs.
 
-Weights are not archived (megabytes per run). What later seeds train from, stage 0, is
-trained again in each sitting and must come out with the same parameter digest as the
-archived seeds started from; otherwise `restore` refuses, naming both digests.
+Weights are not archived (megabytes per run), but for one model: what every seed
+trains from, stage 0 (`export_init`, ARCHIVE/stage0 with its weights, 4 MB at the small
+ProteinBERT size). A later sitting restores it (`restore_init`) instead of training it
+again: XLA compiles for the CPU it runs on, so stage 0 retrained on another machine kind
+comes out with other rounding and another parameter digest (2026-12-05: fc7ac27b on the
+machine that trained seeds 0-3, 0c29a07b on an AMD EPYC Zen 4, same data, code and
+JAX). Archived seeds must have started from the study's initial weights or from one
+listed in `accept_inits`; otherwise `restore` refuses, naming both digests.
 Scores are stored as float16: `compare.score_models` rounds every live score the same
 way, so a report from archived seeds equals one from live runs to the digit.
 """
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 'ptmjax-study-archive/1'
 MANIFEST = 'seed.json'
+INIT_DIR = 'stage0'  # in the archive: the study's initial weights, as its run folder
 COMMON = 'common.json'
 SCORES_DIR = 'scores'  # in the work dir: compare.score_models' cache
 PROBES_DIR = 'representations'  # in the work dir: compare.representations' cache
@@ -158,12 +164,34 @@ def archived_seeds(archive) -> list[int]:
   )
 
 
-def restore(archive, workdir, *, init_sha256: str, flats: dict, data_digests: dict) -> list[int]:
+def seed_inits(archive) -> dict[int, str]:
+  """{seed: parameter digest of the initial weights it trained from} of archived seeds."""
+  archive = paths.as_path(archive)
+  return {
+    seed: json.loads((archive / f'seed{seed}' / MANIFEST).read_text())['init_sha256']
+    for seed in archived_seeds(archive)
+  }
+
+
+def _accepted(digest: str, init_sha256: str, accept_inits) -> bool:
+  return digest == init_sha256 or any(len(p) >= 16 and digest.startswith(p) for p in accept_inits)
+
+
+def restore(
+  archive, workdir, *, init_sha256: str, flats: dict, data_digests: dict, accept_inits=()
+) -> list[int]:
   """Writes every archived seed that the work dir lacks back into it (runs, scores,
   probes); returns the seeds restored. A run already in the work dir is left as it is.
 
-  Raises UsageError when an archived seed started from other initial weights, or was
-  scored on other data (its runs cannot be re-scored without weights)."""
+  Args:
+    accept_inits: digest prefixes (16 hex digits or more) of other initial weights whose
+      seeds are taken as they are: the same stage 0 trained on another machine kind
+      (other rounding). Each seed's arms still share one initialisation, so the paired
+      differences stay paired; the report names each seed's initial weights.
+
+  Raises UsageError when an archived seed started from initial weights neither the
+  study's nor accepted, or was scored on other data (its runs cannot be re-scored
+  without weights)."""
   archive, workdir = paths.as_path(archive), paths.as_path(workdir)
   restored = []
   for seed in archived_seeds(archive):
@@ -171,12 +199,13 @@ def restore(archive, workdir, *, init_sha256: str, flats: dict, data_digests: di
     manifest = json.loads((folder / MANIFEST).read_text())
     if manifest.get('format') != FORMAT:
       raise UsageError(f'{folder / MANIFEST}: not a {FORMAT} manifest')
-    if manifest['init_sha256'] != init_sha256:
+    if not _accepted(manifest['init_sha256'], init_sha256, accept_inits):
       raise UsageError(
         f'{folder}: seed {seed} was trained from initial weights {manifest["init_sha256"][:16]}, '
         f'this study starts from {init_sha256[:16]} (stage 0 trained differently: other '
-        'settings, data or JAX version); use the initial weights it was trained from '
-        '(--config.init_path) or move the archive aside'
+        'settings, data, JAX version or machine kind); use the initial weights it was '
+        'trained from (--config.init_path), accept them (--config.archive_accept_inits='
+        f'{manifest["init_sha256"][:16]}) or move the archive aside'
       )
     wrote = 0
     for entry in manifest['runs']:
@@ -219,3 +248,40 @@ def write_common(archive, name: str, data: dict) -> None:
 def read_common(archive, name: str):
   path = paths.as_path(archive) / COMMON
   return json.loads(path.read_text()).get(name) if path.exists() else None
+
+
+def export_init(archive, run) -> None:
+  """Copies the study's stage-0 run folder, its weights included, to ARCHIVE/stage0 (once:
+  a later sitting restores it rather than training it again)."""
+  if not runs.is_primary():
+    return
+  archive, run = paths.as_path(archive), paths.as_path(run)
+  target = archive / INIT_DIR
+  if RunDir(target).is_finished():
+    return
+  tmp = archive / f'{INIT_DIR}.tmp'
+  if tmp.exists():
+    shutil.rmtree(tmp)
+  tmp.mkdir(parents=True)
+  for name in RunDir.RECORD_FILES:
+    if (run / name).exists():
+      shutil.copy2(run / name, tmp / name)
+  shutil.copytree(RunDir(run).final, RunDir(tmp).final)
+  if target.exists():
+    shutil.rmtree(target)
+  tmp.rename(target)
+  log.info('stage 0 archived with its weights -> %s', target)
+
+
+def restore_init(archive, run) -> bool:
+  """Writes ARCHIVE/stage0 into the work dir's stage-0 folder when that holds no finished
+  run; returns whether it did. An unfinished stage 0 in the work dir is replaced."""
+  archive, run = paths.as_path(archive), paths.as_path(run)
+  source = archive / INIT_DIR
+  if not RunDir(source).is_finished() or RunDir(run).is_finished():
+    return False
+  if run.exists():
+    shutil.rmtree(run)
+  shutil.copytree(source, run)
+  log.info('stage 0 restored from %s (not trained again)', source)
+  return True

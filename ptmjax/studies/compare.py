@@ -98,9 +98,15 @@ def initial_weights(config, workdir: pathlib.Path) -> pathlib.Path:
   if config.init_path:
     return paths.as_path(config.init_path, 'init_path')
   if config.stage0.enabled:
-    return _train(
+    store = config.get('archive_dir', '')
+    if store:  # stage 0 of an earlier sitting, bit for bit (see `archive`)
+      archive.restore_init(store, workdir / 'stage0')
+    init = _train(
       config.stage0, workdir / 'stage0', 'stage0', seed=0, data_dir=config.data_dir, init=None
     )
+    if store:
+      archive.export_init(store, workdir / 'stage0')
+    return init
   path = workdir / 'init'
   if not (path / MODEL_FILE).exists():
     model_cfg, tokenizer = ckpt.model_and_tokenizer(config.single)
@@ -418,7 +424,8 @@ def restore_archive(config, workdir, init, flats, digests) -> None:
   store = config.get('archive_dir', '')
   if store:
     archive.restore(store, workdir, init_sha256=model_digest(init), flats=flats,
-                    data_digests=digests)  # fmt: skip
+                    data_digests=digests,
+                    accept_inits=tuple(config.get('archive_accept_inits', ())))  # fmt: skip
 
 
 def score_arms(config, workdir, models, init, splits, flats, candidates, channels, mods):
@@ -513,6 +520,8 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   stage1_info = RunDir.of_model(models['stage1', seed0]).read_run_info()
   info = study_info(config, provenance, init, val, test, candidates, stage1_info, single_info)
   info.update(run_info_extra(config, models, gate, recipe_info, clusters, single_info, mods))
+  info['init_sha256'] = model_digest(init)[:16]
+  info['seed_inits'] = seed_inits(config, init, seed_list)
   wall = time.time() - t0 + earlier_s
   compare_report.write_report(
     outdir, config, results, info, files, separation, command, wall, training_s, curve, probes
@@ -530,6 +539,15 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   }
   runs.write_text(outdir / 'results.json', json.dumps(payload, indent=2) + '\n')
   return outdir / 'report.md'
+
+
+def seed_inits(config, init, seeds) -> dict[str, str]:
+  """{seed: digest prefix of the initial weights it trained from}: the study's own, or for
+  an archived seed the one its manifest records (`archive_accept_inits`)."""
+  own = model_digest(init)
+  store = config.get('archive_dir', '')
+  archived = archive.seed_inits(store) if store else {}
+  return {str(s): archived.get(s, own)[:16] for s in seeds}
 
 
 def seed_archiver(config, workdir, init, splits: dict, flats: dict, digests: dict):
@@ -550,8 +568,11 @@ def seed_archiver(config, workdir, init, splits: dict, flats: dict, digests: dic
     probed = {f'{a}/{s}': p for (a, s), p in seed_models.items() if a in PROBED}
     representations(config, workdir, probed, splits['validation'], splits['test'],
                     info['candidates'], config.report.channels, probes)  # fmt: skip
+    # A seed restored from the archive keeps the initial weights its manifest names (an
+    # accepted other stage 0, `archive_accept_inits`), not this sitting's.
+    init_sha256 = archive.seed_inits(store).get(seed) or model_digest(init)
     archive.export_seed(
-      store, workdir, seed, init_sha256=model_digest(init), score_files=files,
+      store, workdir, seed, init_sha256=init_sha256, score_files=files,
       probe_files=probes, flats=flats, data_digests=digests,
       channels=sorted({*mods, *config.report.channels}), transfer=bool(seed_transfer),
     )  # fmt: skip

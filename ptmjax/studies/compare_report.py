@@ -292,6 +292,18 @@ def _setup(config, results, info, command, wall_s, training_s, ci_words):
       else '- Stage 1 homology filter: not applied (synthetic sequences are drawn independently).'
     ),
   ]
+  inits = info.get('seed_inits') or {}
+  if set(inits.values()) - {info.get('init_sha256')}:  # archived: stage 0 on another machine
+    by = {}
+    for seed, digest in inits.items():
+      by.setdefault(digest, []).append(seed)
+    lines.append(
+      '- Initial weights per seed (stage 0, the same settings, data and seed, trained on '
+      'different machine kinds, whose rounding differs; within a seed every arm starts '
+      'from the same weights, so the differences stay paired): '
+      + '; '.join(f'seeds {", ".join(s)}: `{d}`' for d, s in by.items())
+      + '.'
+    )
   found = info.get('homologs_found') or {}
   if found:  # both search directions (issue 25): what each one found
     lines.append(
