@@ -520,8 +520,6 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   stage1_info = RunDir.of_model(models['stage1', seed0]).read_run_info()
   info = study_info(config, provenance, init, val, test, candidates, stage1_info, single_info)
   info.update(run_info_extra(config, models, gate, recipe_info, clusters, single_info, mods))
-  info['init_sha256'] = model_digest(init)[:16]
-  info['seed_inits'] = seed_inits(config, init, seed_list)
   wall = time.time() - t0 + earlier_s
   compare_report.write_report(
     outdir, config, results, info, files, separation, command, wall, training_s, curve, probes
@@ -648,6 +646,8 @@ def study_info(config, provenance, init, val, test, candidates, stage1_info, sin
     'machine': provenance['machine'],
     'seeds': seeds_of(config),
     'init': str(init),
+    'init_sha256': model_digest(init)[:16],
+    'seed_inits': seed_inits(config, init, seeds_of(config)),
     'test_proteins': len(test),
     'val_proteins': len(val),
     'candidates': candidates.to_json(),
