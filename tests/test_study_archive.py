@@ -53,14 +53,20 @@ def test_the_archive_holds_no_weights(archived):
   assert all(e['scores'] for e in manifest['runs'] if e['run'] in ('seed0/single', 'seed0/two'))
 
 
-def test_restore_refuses_a_seed_trained_from_other_initial_weights(archived, tmp_path):
-  _, store = archived
+def _archive_with_init(store, tmp_path, digest):
+  """A copy of the archive whose seed 0 names other initial weights."""
   copy = tmp_path / 'archive'
   shutil.copytree(store, copy)
   manifest = copy / 'seed0' / archive.MANIFEST
   data = json.loads(manifest.read_text())
-  data['init_sha256'] = '0' * 64
+  data['init_sha256'] = digest
   manifest.write_text(json.dumps(data))
+  return copy
+
+
+def test_restore_refuses_a_seed_trained_from_other_initial_weights(archived, tmp_path):
+  _, store = archived
+  copy = _archive_with_init(store, tmp_path, '0' * 64)
   with pytest.raises(UsageError, match='initial weights 0000000000000000'):
     compare.run(_config(copy), tmp_path / 'third')
 
@@ -69,13 +75,7 @@ def test_a_seed_from_accepted_other_initial_weights_is_restored_and_named(archiv
   """Stage 0 retrained on another machine kind rounds differently (issue 25): its seeds
   are taken when their digest is accepted, and the report says which seed came from which."""
   root, store = archived
-  copy = tmp_path / 'archive'
-  shutil.copytree(store, copy)
-  manifest = copy / 'seed0' / archive.MANIFEST
-  data = json.loads(manifest.read_text())
-  data['init_sha256'] = 'ab' * 32
-  manifest.write_text(json.dumps(data))
-  config = _config(copy)
+  config = _config(_archive_with_init(store, tmp_path, 'ab' * 32))
   config.archive_accept_inits = ('ab' * 8,)
   compare.run(config, tmp_path / 'fourth')
   out = json.loads((tmp_path / 'fourth' / 'report' / 'results.json').read_text())

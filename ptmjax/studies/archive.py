@@ -124,9 +124,7 @@ def export_seed(
     out = tmp / 'runs' / rel
     src, dst = RunDir(run), RunDir(out)
     dst.final.mkdir(parents=True)
-    for name in RunDir.RECORD_FILES:
-      if (run / name).exists():
-        shutil.copy2(run / name, out / name)
+    _copy_records(run, out)
     shutil.copy2(src.final / MODEL_FILE, dst.final / MODEL_FILE)
     entry = {'run': str(rel), 'scores': {}}
     candidates = src.read_run_info()['candidates']
@@ -148,29 +146,36 @@ def export_seed(
     'git': runs.git_revision(),
   }
   (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n')
-  if target.exists():
-    shutil.rmtree(target)
-  tmp.rename(target)
+  _replace(target, tmp)
   log.info('seed %d archived: %d runs -> %s', seed, len(listed), target)
   return target
 
 
+def _copy_records(run, out) -> None:
+  """A run's record files (not its weights or checkpoints) into OUT."""
+  for name in RunDir.RECORD_FILES:
+    if (run / name).exists():
+      shutil.copy2(run / name, out / name)
+
+
+def _replace(target, tmp) -> None:
+  """TMP, written whole, takes TARGET's place (an interrupted export leaves the old one)."""
+  if target.exists():
+    shutil.rmtree(target)
+  tmp.rename(target)
+
+
 def archived_seeds(archive) -> list[int]:
-  archive = paths.as_path(archive)
-  if not archive.exists():
-    return []
-  return sorted(
-    json.loads(f.read_text())['seed'] for f in archive.glob(f'seed*/{MANIFEST}') if f.is_file()
-  )
+  return sorted(seed_inits(archive))
 
 
 def seed_inits(archive) -> dict[int, str]:
   """{seed: parameter digest of the initial weights it trained from} of archived seeds."""
   archive = paths.as_path(archive)
-  return {
-    seed: json.loads((archive / f'seed{seed}' / MANIFEST).read_text())['init_sha256']
-    for seed in archived_seeds(archive)
-  }
+  if not archive.exists():
+    return {}
+  manifests = [json.loads(f.read_text()) for f in archive.glob(f'seed*/{MANIFEST}') if f.is_file()]
+  return {m['seed']: m['init_sha256'] for m in manifests}
 
 
 def _accepted(digest: str, init_sha256: str, accept_inits) -> bool:
@@ -263,13 +268,9 @@ def export_init(archive, run) -> None:
   if tmp.exists():
     shutil.rmtree(tmp)
   tmp.mkdir(parents=True)
-  for name in RunDir.RECORD_FILES:
-    if (run / name).exists():
-      shutil.copy2(run / name, tmp / name)
+  _copy_records(run, tmp)
   shutil.copytree(RunDir(run).final, RunDir(tmp).final)
-  if target.exists():
-    shutil.rmtree(target)
-  tmp.rename(target)
+  _replace(target, tmp)
   log.info('stage 0 archived with its weights -> %s', target)
 
 

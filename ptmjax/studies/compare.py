@@ -539,10 +539,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   return outdir / 'report.md'
 
 
-def seed_inits(config, init, seeds) -> dict[str, str]:
-  """{seed: digest prefix of the initial weights it trained from}: the study's own, or for
-  an archived seed the one its manifest records (`archive_accept_inits`)."""
-  own = model_digest(init)
+def seed_inits(config, own: str, seeds) -> dict[str, str]:
+  """{seed: digest prefix of the initial weights it trained from}: the study's own (`own`),
+  or for an archived seed the one its manifest records (`archive_accept_inits`)."""
   store = config.get('archive_dir', '')
   archived = archive.seed_inits(store) if store else {}
   return {str(s): archived.get(s, own)[:16] for s in seeds}
@@ -641,13 +640,14 @@ def serine_separation(reps: dict, seed0: int) -> dict:
 def study_info(config, provenance, init, val, test, candidates, stage1_info, single_info) -> dict:
   """What the report says of the data and its homology filtering."""
   single_data, stage1_data = single_info['data'], stage1_info['data']
+  own = model_digest(init)
   return {
     'git': provenance['git'],
     'machine': provenance['machine'],
     'seeds': seeds_of(config),
     'init': str(init),
-    'init_sha256': model_digest(init)[:16],
-    'seed_inits': seed_inits(config, init, seeds_of(config)),
+    'init_sha256': own[:16],
+    'seed_inits': seed_inits(config, own, seeds_of(config)),
     'test_proteins': len(test),
     'val_proteins': len(val),
     'candidates': candidates.to_json(),
