@@ -231,5 +231,7 @@ def test_holm_adjusts_against_hand_computed_values():
 def test_verdict_needs_the_holm_adjusted_p_value_as_well_as_the_interval():
   d = {'auroc_ci': (0.001, 0.02)}
   assert compare_stats.verdict(d) == 'two-stage is better'
-  assert compare_stats.verdict({**d, 'p_holm': 0.2}) == 'no clear difference'
+  held_back = compare_stats.verdict({**d, 'p_holm': 0.2})
+  assert held_back.startswith('no clear difference after Holm') and 'p = 0.20' in held_back
+  assert compare_stats.verdict({'auroc_ci': (-0.01, 0.02), 'p_holm': 0.01}) == 'no clear difference'
   assert compare_stats.verdict({'auroc_ci': (-0.03, -0.01), 'p_holm': 0.01}) == 'two-stage is worse'

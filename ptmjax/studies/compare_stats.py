@@ -395,10 +395,10 @@ def verdict(diff, better='two-stage is better', worse='two-stage is worse') -> s
   """The words follow the interval (seeds and test clusters) and, where present, the
   Holm-adjusted p-value across rows: a difference is called only when both agree."""
   lo, hi = diff['auroc_ci']
-  if diff.get('p_holm', 0.0) >= 0.05:
+  p_holm = diff.get('p_holm', 0.0)
+  if lo <= 0 <= hi:
     return 'no clear difference'
-  if lo > 0:
-    return better
-  if hi < 0:
-    return worse
-  return 'no clear difference'
+  if p_holm >= 0.05:
+    # Said, so that a reader who sees an interval without 0 knows why it is not called.
+    return f'no clear difference after Holm across rows (p = {p_holm:.2f}; the interval alone excludes 0)'
+  return better if lo > 0 else worse
