@@ -1,0 +1,91 @@
+"""The cross-encoder summary of the stage comparisons (`studies/summary.py`)."""
+
+import json
+import pathlib
+
+from ptmjax.studies import summary
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STUDIES = ('compare_small_proteinbert', 'compare_small')
+
+
+def _arm(auroc, auprc, val):
+  return {'auroc': auroc, 'auprc': auprc, 'val_auroc': val}
+
+
+def _diff(x, lo, hi, **kw):
+  return {'auroc': x, 'auroc_ci': [lo, hi], **kw}
+
+
+def _study(tmp_path, name, command, info, two_minus_single):
+  arms = {
+    'logreg': _arm(0.80, 0.25, 0.80),
+    'window_composition': _arm(0.81, 0.26, 0.81),
+    'single': _arm(0.84, 0.35, 0.86),
+    'two': _arm(0.86, 0.41, 0.87),
+  }
+  diffs = {'two-single': two_minus_single, 'two-logreg': _diff(0.06, 0.05, 0.07, p_holm=0.0)}
+  pooled = {'arms': arms, 'differences': diffs}
+  result = {
+    'command': command,
+    'info': {'seeds': [0, 1, 2], 'git': 'abc1234', **info},
+    'results': {'phosphorylation:ST': {'views': {'pooled': pooled}}},
+  }
+  folder = tmp_path / name
+  folder.mkdir()
+  (folder / 'results.json').write_text(json.dumps(result))
+  return folder
+
+
+def test_summary_gives_each_encoder_its_table_and_the_regime_it_was_chosen_under(tmp_path):
+  new = _study(
+    tmp_path,
+    'pb',
+    'ptmjax compare --config compare:small-proteinbert',
+    {
+      'select_metric': 'val/mean/auroc',
+      'resample': 'clusters',
+      'recipes': {'per_seed': {}, 'recipes': {'base': {}, 'frozen': {}}},
+      'runs': {'single/0': {'stopped_early': True, 'hit_cap': False}},
+    },
+    # Excludes 0 but fails Holm: not called.
+    _diff(0.02, 0.001, 0.04, p_holm=0.3),
+  )
+  old = _study(
+    tmp_path,
+    'tf',
+    'ptmjax compare --config compare:small',
+    {
+      'stage1_check': {'metric': 'val/phosphorylation/auroc'},
+      'recipes': {'recipes': {'base': {}}},
+      'runs': {'single/0': {'stopped_early': False}, 'two/0': {'stopped_early': True}},
+    },
+    _diff(0.02, 0.001, 0.04),
+  )
+  text = summary.write([new, old], tmp_path / 'S.md')
+  assert (tmp_path / 'S.md').read_text() == text
+  assert '## ProteinBERT (`compare:small-proteinbert`): `pb`' in text
+  assert '## transformer (`compare:small`): `tf`' in text
+  regime_new, regime_old = (line for line in text.splitlines() if line.startswith('| `'))
+  assert '`val/mean/auroc`' in regime_new and 'every seed picks' in regime_new
+  assert '| 0 of 1 |' in regime_new and 'homology clusters, Holm' in regime_new
+  # The old study's defaults: phosphorylation selection, first seed picks, runs at cap.
+  assert "`val/phosphorylation/auroc` (each stage's default)" in regime_old
+  assert 'the first seed picks' in regime_old and '| 1 of 2 |' in regime_old
+  assert 'no correction across rows' in regime_old
+  new_part, old_part = text.split('## transformer')
+  assert '+0.020 [+0.001, +0.040] |' in new_part  # Holm holds it back
+  assert '+0.020 [+0.001, +0.040] **called** |' in old_part
+  # The best arm on validation (two) against the target and the window regression.
+  assert '0.860 / 0.410, **met**' in new_part
+
+
+def test_summary_refuses_a_folder_without_results(tmp_path, capsys):
+  assert summary.main([str(tmp_path)]) == 2
+  assert 'no results.json' in capsys.readouterr().err
+
+
+def test_committed_summary_is_what_the_code_writes_from_the_committed_studies():
+  folders = [ROOT / 'results' / s for s in STUDIES]
+  committed = (ROOT / 'results' / 'SUMMARY.md').read_text()
+  assert committed == summary.write(folders)
