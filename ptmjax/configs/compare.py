@@ -97,7 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     stage.progress = False
   if size in ('small', 'full'):
     recipe(c, size)
-    c.archive_dir = f'results/compare_{size}' + (f'_{family}' if family else '') + '/archive'
+    # Named by encoder: results/compare_small (no suffix) holds the transformer study of
+    # the earlier regime (phosphorylation-only selection), kept as the record it is.
+    c.archive_dir = f'results/compare_{size}_{family or "transformer"}/archive'
   if (size, family) == ('small', 'proteinbert'):
     # Seeds 0-3 trained from this stage 0 on a machine kind whose rounding a Zen 4 EPYC
     # does not reproduce (the archive keeps stage 0's weights since, so this is the last).
