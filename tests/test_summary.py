@@ -28,7 +28,7 @@ def _study(tmp_path, name, command, info, two_minus_single):
   pooled = {'arms': arms, 'differences': diffs}
   result = {
     'command': command,
-    'info': {'seeds': [0, 1, 2], 'git': 'abc1234', **info},
+    'info': {'seeds': [0, 1, 2], 'git': 'abc1234', 'runs': {}, **info},
     'results': {'phosphorylation:ST': {'views': {'pooled': pooled}}},
   }
   folder = tmp_path / name
@@ -78,6 +78,13 @@ def test_summary_gives_each_encoder_its_table_and_the_regime_it_was_chosen_under
   assert '+0.020 [+0.001, +0.040] **called** |' in old_part
   # The best arm on validation (two) against the target and the window regression.
   assert '0.860 / 0.410, **met**' in new_part
+
+
+def test_summary_says_a_one_seed_study_has_no_seed_spread(tmp_path):
+  info = {'resample': 'clusters', 'select_metric': 'val/mean/auroc', 'seeds': [0]}
+  one = _study(tmp_path, 'one', 'ptmjax compare --config compare:small', info, _diff(0, -1, 1))
+  (line,) = (x for x in summary.write([one]).splitlines() if x.startswith('| `one`'))
+  assert '| 1 |' in line and 'one seed: the seed spread is not measured' in line
 
 
 def test_summary_refuses_a_folder_without_results(tmp_path, capsys):

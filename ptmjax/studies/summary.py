@@ -53,17 +53,19 @@ def regime(result: dict) -> dict:
     choice = f'{n_grid} recipes, every seed picks on its own validation'
   else:
     choice = f'{n_grid} recipes, the first seed picks for all'
-  clusters = info.get('resample') == 'clusters'
+  unit = 'test homology clusters' if info.get('resample') == 'clusters' else 'test proteins'
+  if len(info['seeds']) == 1:
+    intervals = f'{unit} only (one seed: the seed spread is not measured)'
+  elif info.get('resample') == 'clusters':
+    intervals = 'seed t + test homology clusters, Holm across rows'
+  else:
+    intervals = 'percentile bootstrap over seeds x test proteins, no correction across rows'
   return {
     'seeds': len(info['seeds']),
     'select': select,
     'recipes': choice,
     'at_cap': f'{at_cap} of {len(runs)}',
-    'intervals': (
-      'seed t + test homology clusters, Holm across rows'
-      if clusters
-      else 'percentile bootstrap over seeds x test proteins, no correction across rows'
-    ),
+    'intervals': intervals,
     'git': info.get('git', '?'),
   }
 
