@@ -6,7 +6,7 @@ import pathlib
 from ptmjax.studies import summary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STUDIES = ('compare_small_proteinbert', 'compare_small')
+STUDIES = ('compare_small_proteinbert', 'compare_small_transformer', 'compare_small')
 
 
 def _arm(auroc, auprc, val):
