@@ -18,7 +18,7 @@ import pathlib
 import re
 import sys
 
-from ptmjax.studies.compare_stats import ARM_LABELS, MODELS
+from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, verdict
 
 # The rows a reader looks at first: S/T phosphorylation (the target) and the
 # lysine channels, where the stage question was open.
@@ -71,8 +71,8 @@ def regime(result: dict) -> dict:
 
 
 def _called(d: dict) -> bool:
-  lo, hi = d['auroc_ci']
-  return (lo > 0 or hi < 0) and d.get('p_holm', 0.0) < 0.05
+  # One call rule for the whole project: the report's verdict decides what counts as called.
+  return not verdict(d).startswith('no clear difference')
 
 
 def _diff(d: dict | None) -> str:
