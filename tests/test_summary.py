@@ -96,3 +96,22 @@ def test_committed_summary_is_what_the_code_writes_from_the_committed_studies():
   folders = [ROOT / 'results' / s for s in STUDIES]
   committed = (ROOT / 'results' / 'SUMMARY.md').read_text()
   assert committed == summary.write(folders)
+
+
+def test_verdict_table_shows_a_verdict_that_changed_between_regimes(tmp_path):
+  new_info = {'resample': 'clusters', 'select_metric': 'val/mean/auroc'}
+  held = _diff(0.02, 0.001, 0.04, p_holm=0.3)
+  new = _study(tmp_path, 'new', 'ptmjax compare --config compare:small', new_info, held)
+  old = _study(
+    tmp_path, 'old', 'ptmjax compare --config compare:small', {}, _diff(0.02, 0.001, 0.04)
+  )
+  one_info = {**new_info, 'seeds': [0]}
+  one = _study(tmp_path, 'one', 'ptmjax compare --config compare:small', one_info, _diff(0, -1, 1))
+  table = summary.write([new, old, one]).split('## Verdicts across studies')[1]
+  assert '| `new` (3 seeds) | `old` (3 seeds) | `one` (1 seed: provisional) |' in table
+  (row,) = (x for x in table.splitlines() if x.startswith('| phosphorylation:ST | two-single'))
+  # The same interval: held back by Holm in the new regime, called in the old one.
+  assert row == (
+    '| phosphorylation:ST | two-single | none after Holm (p 0.30): +0.020 '
+    '| **two better**: +0.020 | none: +0.000 |'
+  )

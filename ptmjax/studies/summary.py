@@ -26,6 +26,8 @@ ROWS = ('phosphorylation:ST', 'ubiquitination', 'acetylation', 'succinylation')
 BASELINES = {'logreg': 'window LR', 'window_composition': 'window + composition LR'}
 # Issue 25's target on YAAM test, phosphorylation S/T pooled, for the best arm.
 TARGET = {'auroc': 0.85, 'auprc': 0.40}
+# The verdict table adds Y (few sites, but where the arms part most).
+VERDICT_ROWS = ('phosphorylation:ST', 'phosphorylation:Y', *ROWS[1:])
 
 
 def encoder_of(result: dict) -> str:
@@ -125,6 +127,51 @@ def study_section(name: str, result: dict) -> list[str]:
   return [*lines, '']
 
 
+def _short_verdict(d: dict | None, arm: str) -> str:
+  if d is None:
+    return 'n/a'
+  words = verdict(d, better=f'**{arm} better**', worse=f'**{arm} worse**')
+  if words.startswith('no clear difference after Holm'):
+    words = f'none after Holm (p {d["p_holm"]:.2f})'
+  elif words.startswith('no clear difference'):
+    words = 'none'
+  return f'{words}: {d["auroc"]:+.3f}'
+
+
+def _study_head(name: str, result: dict) -> str:
+  n = len(result['info']['seeds'])
+  # One seed has no seed spread in its intervals: its calls cannot be final.
+  return f'`{name}` (1 seed: provisional)' if n == 1 else f'`{name}` ({n} seeds)'
+
+
+def verdicts_across(studies: dict[str, dict]) -> list[str]:
+  """Each arm-vs-single verdict, study by study, so a reader sees which verdicts
+  changed with the regime (and the encoder) without reading every report."""
+  pairs = [f'{a}-single' for a in MODELS if a != 'single']
+  lines = ['## Verdicts across studies', '']
+  lines += [
+    "Each study's own verdict on the pooled AUROC difference against single-stage: "
+    '**better**/**worse** where that study calls it, "none" where its interval holds 0, '
+    '"none after Holm" where the interval excludes 0 but the Holm-adjusted p does not pass '
+    '(studies without Holm call on the interval alone).',
+    '',
+    '| row | pair | ' + ' | '.join(_study_head(n, s) for n, s in studies.items()) + ' |',
+    '|---|---|' + '---|' * len(studies),
+  ]
+  for r in VERDICT_ROWS:
+    for pair in pairs:
+      diffs = [
+        s['results'].get(r, {}).get('views', {}).get('pooled', {}).get('differences', {})
+        for s in studies.values()
+      ]
+      if not any(pair in d for d in diffs):
+        continue
+      arm = pair.split('-')[0]
+      cells = [_short_verdict(d.get(pair), arm) for d in diffs]
+      lines.append(f'| {r} | {pair} | ' + ' | '.join(cells) + ' |')
+  return [*lines, '']
+
+
 def write(folders: list[pathlib.Path], out: pathlib.Path | None = None) -> str:
   studies = {f.name: json.loads((f / 'results.json').read_text()) for f in folders}
   lines = [
@@ -147,6 +194,7 @@ def write(folders: list[pathlib.Path], out: pathlib.Path | None = None) -> str:
   lines.append('')
   for name, result in studies.items():
     lines += study_section(name, result)
+  lines += verdicts_across(studies)
   text = '\n'.join(lines)
   if out is not None:
     out.write_text(text)
