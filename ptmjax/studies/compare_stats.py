@@ -391,14 +391,25 @@ def probe_table(reps: dict) -> dict:
   return out
 
 
-def verdict(diff, better='two-stage is better', worse='two-stage is worse') -> str:
-  """The words follow the interval (seeds and test clusters) and, where present, the
-  Holm-adjusted p-value across rows: a difference is called only when both agree."""
+def call(diff) -> str:
+  """The project's one call rule: 'better' or 'worse' only when the interval (seeds and
+  test clusters) excludes 0 and, where present, the Holm-adjusted p-value across rows is
+  below 0.05; 'held' when the interval alone excludes 0; 'none' otherwise."""
   lo, hi = diff['auroc_ci']
-  p_holm = diff.get('p_holm', 0.0)
   if lo <= 0 <= hi:
-    return 'no clear difference'
-  if p_holm >= 0.05:
+    return 'none'
+  if diff.get('p_holm', 0.0) >= 0.05:
+    return 'held'
+  return 'better' if lo > 0 else 'worse'
+
+
+def verdict(diff, better='two-stage is better', worse='two-stage is worse') -> str:
+  """The words for `call`."""
+  c = call(diff)
+  if c == 'held':
     # Said, so that a reader who sees an interval without 0 knows why it is not called.
-    return f'no clear difference after Holm across rows (p = {p_holm:.2f}; the interval alone excludes 0)'
-  return better if lo > 0 else worse
+    p = diff['p_holm']
+    return (
+      f'no clear difference after Holm across rows (p = {p:.2f}; the interval alone excludes 0)'
+    )
+  return {'none': 'no clear difference', 'better': better, 'worse': worse}[c]

@@ -18,7 +18,7 @@ import pathlib
 import re
 import sys
 
-from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, verdict
+from ptmjax.studies.compare_stats import ARM_LABELS, MODELS, call
 
 # The rows a reader looks at first: S/T phosphorylation (the issue's target) and the
 # lysine channels, where the stage question was open.
@@ -73,8 +73,7 @@ def regime(result: dict) -> dict:
 
 
 def _called(d: dict) -> bool:
-  # One call rule for the whole project: the report's verdict decides what counts as called.
-  return not verdict(d).startswith('no clear difference')
+  return call(d) in ('better', 'worse')
 
 
 def _diff(d: dict | None) -> str:
@@ -130,11 +129,12 @@ def study_section(name: str, result: dict) -> list[str]:
 def _short_verdict(d: dict | None, arm: str) -> str:
   if d is None:
     return 'n/a'
-  words = verdict(d, better=f'**{arm} better**', worse=f'**{arm} worse**')
-  if words.startswith('no clear difference after Holm'):
-    words = f'none after Holm (p {d["p_holm"]:.2f})'
-  elif words.startswith('no clear difference'):
-    words = 'none'
+  words = {
+    'none': 'none',
+    'held': f'none after Holm (p {d.get("p_holm", 0.0):.2f})',
+    'better': f'**{arm} better**',
+    'worse': f'**{arm} worse**',
+  }[call(d)]
   return f'{words}: {d["auroc"]:+.3f}'
 
 
