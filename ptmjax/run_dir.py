@@ -53,6 +53,9 @@ class RunDir:
   TENSORBOARD = 'tensorboard'
   FINAL = 'final'
   LOCK = '.lock'
+  # Written by the study archive into a run it restores (trained elsewhere): its training
+  # seconds belong to the study, not to this work dir's wall time.
+  RESTORED = 'restored_from.txt'
   # What describes a finished run without its weights (the study archive copies these).
   RECORD_FILES = (CONFIG, RUN_INFO, METRICS, TIMING, THRESHOLDS)
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -41,6 +42,20 @@ def test_a_restored_study_trains_nothing_and_reports_the_same_numbers(archived, 
   assert not list((second / 'seed0').rglob('checkpoints'))
   assert not list((second / 'seed0').rglob('params'))
   assert archive.archived_seeds(store) == [0]
+
+
+def test_a_report_regenerated_over_restored_runs_does_not_count_their_training_as_wall_time(
+  archived, tmp_path
+):
+  _, store = archived
+  second = tmp_path / 'second'
+  compare.run(_config(store), second)
+  started = time.time()
+  compare.run(_config(store), second)  # the work dir now holds the restored runs
+  elapsed = time.time() - started
+  again = json.loads((second / 'report' / 'results.json').read_text())
+  assert again['training_s'] > 0
+  assert again['wall_s'] <= elapsed
 
 
 def test_the_archive_holds_no_weights(archived):

@@ -220,6 +220,7 @@ def restore(
       if dst.exists():  # a partial retraining of this run in the work dir: the archive wins
         shutil.rmtree(dst)
       shutil.copytree(src, dst, ignore=shutil.ignore_patterns('scores_*.npz'))
+      (dst / RunDir.RESTORED).write_text(f'{src}\n')
       candidates = RunDir(src).read_run_info()['candidates']
       for split, s in entry['scores'].items():
         if s['data_sha256'] != data_digests[split]:
@@ -284,5 +285,6 @@ def restore_init(archive, run) -> bool:
   if run.exists():
     shutil.rmtree(run)
   shutil.copytree(source, run)
+  (run / RunDir.RESTORED).write_text(f'{source}\n')
   log.info('stage 0 restored from %s (not trained again)', source)
   return True

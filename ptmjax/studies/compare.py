@@ -465,7 +465,9 @@ def run(config, workdir, command: str = '') -> pathlib.Path:
   provenance = runs.provenance(command)
   workdir = prepare(config, workdir)
   # Training time of earlier invocations (resumed runs); this one's is in time.time() - t0.
-  earlier_s = runs.total_seconds(workdir)
+  # Runs restored from the archive were trained elsewhere: counting them made a report
+  # regenerated in a work dir that already held them claim their hours as its wall time.
+  earlier_s = runs.total_seconds(workdir, trained_here=True)
   init = initial_weights(config, workdir)
   seed_list = seeds_of(config)
   seed0 = seed_list[0]

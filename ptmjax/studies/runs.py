@@ -133,9 +133,14 @@ def read_timing(workdir) -> dict:
   return json.loads(path.read_text())
 
 
-def total_seconds(root) -> float:
-  """Training seconds of every run below `root`, over all their invocations."""
-  return sum(read_timing(f.parent)['seconds'] for f in paths.files_named(root, RunDir.TIMING))
+def total_seconds(root, trained_here: bool = False) -> float:
+  """Training seconds of every run below `root`, over all their invocations; with
+  `trained_here`, only runs trained in `root` (not those the study archive restored)."""
+  return sum(
+    read_timing(f.parent)['seconds']
+    for f in paths.files_named(root, RunDir.TIMING)
+    if not (trained_here and (f.parent / RunDir.RESTORED).exists())
+  )
 
 
 def git_revision() -> str:
