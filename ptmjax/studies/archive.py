@@ -219,8 +219,7 @@ def restore(
         continue
       if dst.exists():  # a partial retraining of this run in the work dir: the archive wins
         shutil.rmtree(dst)
-      shutil.copytree(src, dst, ignore=shutil.ignore_patterns('scores_*.npz'))
-      (dst / RunDir.RESTORED).write_text(f'{src}\n')
+      _restore_run(src, dst, ignore=shutil.ignore_patterns('scores_*.npz'))
       candidates = RunDir(src).read_run_info()['candidates']
       for split, s in entry['scores'].items():
         if s['data_sha256'] != data_digests[split]:
@@ -284,7 +283,13 @@ def restore_init(archive, run) -> bool:
     return False
   if run.exists():
     shutil.rmtree(run)
-  shutil.copytree(source, run)
-  (run / RunDir.RESTORED).write_text(f'{source}\n')
+  _restore_run(source, run)
   log.info('stage 0 restored from %s (not trained again)', source)
   return True
+
+
+def _restore_run(src, dst, ignore=None) -> None:
+  """Copies an archived run into the work dir, marked as trained elsewhere (its seconds
+  are the study's training, not this work dir's wall time: `runs.total_seconds`)."""
+  shutil.copytree(src, dst, ignore=ignore)
+  (dst / RunDir.RESTORED).write_text(f'{src}\n')
